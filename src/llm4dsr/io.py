@@ -1,0 +1,102 @@
+"""File I/O shared by every stage: clear one-line errors and atomic writes.
+
+Every output is written to a temporary name in the same folder and renamed at the
+end, so an interrupted or failed step never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+
+class Llm4dsrError(Exception):
+    """An error caused by the user's input (config, data file, model file).
+
+    The message is one line and names the file or config key at fault.
+    """
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    On any exception the temporary file (or folder) is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a DataFrame to Parquet atomically (no index, deterministic bytes)."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False, compression="zstd")
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise Llm4dsrError(f"{path}: file not found")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises many types for a corrupt file
+        raise Llm4dsrError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+    if columns:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise Llm4dsrError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write JSON atomically with sorted keys, so equal content gives equal bytes."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise Llm4dsrError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise Llm4dsrError(f"{path}: malformed JSON ({exc})") from None
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
