@@ -1,0 +1,21 @@
+# LLM4DSR study. Run: snakemake --cores 2   (see README.md)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/noise.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True
