@@ -1,0 +1,52 @@
+"""Synthetic sequences.parquet / windows.parquet (docs/outputs.md) for the denoising tests.
+
+Two disjoint item communities (items 1..half and half+1..2*half); each user draws
+from one. Noise replaces an item, with probability ``rate``, by an item of the other
+community, so a co-occurrence detector can find it. Test targets stay clean.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def make_log(n_users: int = 40, length: int = 20, half: int = 20, rate: float = 0.1,
+             max_history: int = 5, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        base = 1 + (u % 2) * half
+        # a user walks through a random subset of their community, so neighbours co-occur
+        clean = base + rng.choice(half, size=length, replace=length > half)
+        for p, it in enumerate(clean):
+            noisy = rng.random() < rate
+            other = 1 + (1 - u % 2) * half + rng.integers(half)
+            rows.append((u, p, u * 7 + p * 1000, int(other if noisy else it), int(it), int(noisy)))
+    seq = pd.DataFrame(rows, columns=["user", "pos", "timestamp", "item", "item_clean", "noise"])
+    windows = _windows(seq, max_history)
+    split = dict(zip(zip(windows["user"], windows["target_pos"]), windows["split"]))
+    seq["split"] = [split.get(k, "none") for k in zip(seq["user"], seq["pos"])]
+    # test targets stay clean, in the sequences and in every window that shows them
+    test = seq["split"] == "test"
+    seq.loc[test, "item"], seq.loc[test, "noise"] = seq.loc[test, "item_clean"], 0
+    return seq, _windows(seq, max_history, split)
+
+
+def _windows(seq: pd.DataFrame, h: int, split: dict | None = None) -> pd.DataFrame:
+    rows = []
+    for u, g in seq.groupby("user"):
+        it, cl, no, ts = (g[c].to_list() for c in ("item", "item_clean", "noise", "timestamp"))
+        for t in range(1, len(g)):
+            lo = max(0, t - h)
+            rows.append((u, t, ts[t], it[lo:t], no[lo:t], cl[lo:t], it[t], no[t], cl[t]))
+    w = pd.DataFrame(rows, columns=["user", "target_pos", "time", "history", "history_noise",
+                                    "history_clean", "target", "target_noise", "target_clean"])
+    w = w.sort_values("time", kind="stable").reset_index(drop=True)
+    w.insert(0, "window", np.arange(len(w), dtype=np.int64))
+    if split is None:
+        n = len(w)
+        w.insert(2, "split", np.where(np.arange(n) < 0.8 * n, "train", np.where(np.arange(n) < 0.9 * n, "valid", "test")))
+    else:
+        w.insert(2, "split", [split[k] for k in zip(w["user"], w["target_pos"])])
+    return w[["window", "user", "split", "target_pos", "time", "history", "history_noise", "history_clean",
+              "target", "target_noise", "target_clean"]]

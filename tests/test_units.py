@@ -1,0 +1,86 @@
+"""Units: train units stay in the train period, no unit shows a valid/test target."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from denoise_synth import make_log
+from llm4dsr.detectors import scores_frame
+from llm4dsr.io import Llm4dsrError
+from llm4dsr.units import TRAIN_PERIOD, check_units, item_table, make_units, self_supervised_units
+
+
+@pytest.fixture(scope="module")
+def log():
+    return make_log(n_users=12, length=15, rate=0.2)
+
+
+def held_targets(windows):
+    held = windows[windows["split"] != "train"]
+    return set(zip(held["user"], held["target_pos"]))
+
+
+def test_history_blocks_cover_the_train_period_once(log):
+    seq, win = log
+    units = make_units(seq, win, "history", 4)
+    train = units[units["split"] == "train"]
+    assert (train["window"] == -1).all()
+    assert train["items"].map(len).between(2, 4).all()
+    covered = [(u, p) for u, ps in zip(train["user"], train["positions"]) for p in ps]
+    period = seq[seq["split"].isin(TRAIN_PERIOD)]
+    assert sorted(covered) == sorted(zip(period["user"], period["pos"]))
+    assert not set(covered) & held_targets(win)
+    items = item_table(train).merge(seq, on=["user", "pos"], suffixes=("", "_seq"))
+    assert (items["item"] == items["item_seq"]).all() and (items["noise"] == items["noise_seq"]).all()
+    check_units(units, win, seq)
+
+
+def test_window_mode_and_eval_units_hide_targets(log):
+    seq, win = log
+    units = make_units(seq, win, "window", 10)
+    train = units[units["split"] == "train"].merge(win, on="window")
+    assert (train["items"].map(lambda x: x[-1]) == train["target"]).all()  # train windows whole
+    held = units[units["split"] != "train"].merge(win, on="window", suffixes=("", "_w"))
+    assert len(held) == ((win["split"] != "train") & (win["history"].map(len) >= 2)).sum()
+    assert all(max(p) < tp for p, tp in zip(held["positions"], held["target_pos"]))
+    assert (held["items"] == held["history"]).all()
+    assert list(units["unit"]) == list(range(len(units)))
+    check_units(units, win, seq)
+
+
+def test_check_units_refuses_a_shown_target(log):
+    seq, win = log
+    units = make_units(seq, win, "history", 4)
+    k = units.index[units["split"] == "test"][0]
+    units.at[k, "positions"] = list(units.at[k, "positions"][1:]) + [int(win.set_index("window").at[units.at[k, "window"], "target_pos"])]
+    with pytest.raises(Llm4dsrError, match="shows the target"):
+        check_units(units, win, seq)
+    train = make_units(seq, win, "history", 4)
+    train.at[0, "positions"] = [0, int(seq[seq["split"] == "test"]["pos"].iloc[0])]
+    train.at[0, "user"] = int(seq[seq["split"] == "test"]["user"].iloc[0])
+    with pytest.raises(Llm4dsrError, match="outside the train period"):
+        check_units(train, win, seq)
+
+
+def test_self_supervised_units_replace_exactly_one_item(log):
+    _, win = log
+    units = self_supervised_units(win, 40, 30, seed=3)
+    assert len(units) == 30 and (units["noise"].map(sum) == 1).all()
+    clean = units.merge(win[["window", "history_clean"]], on="window")
+    for items, noise, orig in zip(clean["items"], clean["noise"], clean["history_clean"]):
+        k = int(np.argmax(noise))
+        assert items[k] not in list(orig)
+        assert [i for j, i in enumerate(items) if j != k] == [i for j, i in enumerate(orig) if j != k]
+    assert units.equals(self_supervised_units(win, 40, 30, seed=3))
+
+
+def test_item_table_rejects_malformed_scores(log):
+    seq, win = log
+    units = make_units(seq, win, "history", 4)
+    scores = scores_frame(units, [np.zeros(len(i)) for i in units["items"]])
+    assert len(item_table(units, scores)) == units["items"].map(len).sum()
+    bad = scores.copy()
+    bad.at[0, "probs"] = [1.0]
+    with pytest.raises(Llm4dsrError, match="scores: unit 0 has 1 probs"):
+        item_table(units, bad)
+    with pytest.raises(Llm4dsrError, match="not in units"):
+        item_table(units, pd.concat([scores, scores.assign(unit=10_000).head(1)]))
