@@ -1,0 +1,187 @@
+"""Correction: replace the items a detector is sure about, then rebuild the windows.
+
+Positions are chosen per unit: probability above the split's threshold, at most N per
+unit, and only where a replacement is known. Train blocks (units with window -1)
+change the interaction log, from which every train window is rebuilt; window units
+(valid/test histories, or train windows in `window` mode) change their own window.
+A valid or test window's target is never changed (checked, not assumed).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from llm4dsr.detectors import Cooccurrence, suggest_cooccurrence
+from llm4dsr.io import Llm4dsrError
+from llm4dsr.units import check_units, item_table
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("llm4dsr", "llm4dsr_no_uncertainty", "popularity", "cooccurrence", "idtransformer", "random")
+CHANGE_COLUMNS = ["unit", "user", "split", "pos", "old_item", "new_item", "prob", "was_noise"]
+
+
+def split_thresholds(items: pd.DataFrame, threshold: dict) -> dict[str, float]:
+    """The probability an item must exceed, per split present in ``items`` (item_table rows).
+
+    kind percentile: that percentile of the split's own probabilities, with the `train`
+    value for train and the `test` value for test and (separately) valid; kind
+    probability: the value itself.
+    """
+    out = {}
+    for split, probs in items.groupby("split")["prob"]:
+        value = threshold["train"] if split == "train" else threshold["test"]
+        out[split] = float(np.percentile(probs, value)) if threshold["kind"] == "percentile" else float(value)
+    return out
+
+
+def cap(split: str, max_per_sequence: dict) -> int:
+    return int(max_per_sequence["train" if split == "train" else "test"])
+
+
+def select(items: pd.DataFrame, threshold: dict, max_per_sequence: dict,
+           allowed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows of ``items`` whose prob clears the split threshold, the most probable first, at
+    most max_per_sequence per unit; with ``allowed`` (unit, pos), only those positions."""
+    cuts = split_thresholds(items, threshold)
+    chosen = items[items["prob"] > items["split"].map(cuts)]
+    if allowed is not None:
+        chosen = chosen.merge(allowed[["unit", "pos"]].drop_duplicates(), on=["unit", "pos"])
+    chosen = chosen.sort_values(["unit", "prob", "idx"], ascending=[True, False, True], kind="stable")
+    rank = chosen.groupby("unit").cumcount()
+    return chosen[rank < chosen["split"].map(lambda s: cap(s, max_per_sequence))].sort_values(["unit", "idx"])
+
+
+def select_top(items: pd.DataFrame) -> pd.DataFrame:
+    """The single most probable item of every unit (first on ties), whatever its probability."""
+    return items.loc[items.groupby("unit", sort=True)["prob"].idxmax()]
+
+
+def select_random(items: pd.DataFrame, counts: dict[str, int], max_per_sequence: dict, seed: int) -> pd.DataFrame:
+    """``counts[split]`` random positions of each split's units, at most max_per_sequence per unit."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for split, n in sorted(counts.items()):
+        rows = items[items["split"] == split]
+        rows = rows.iloc[rng.permutation(len(rows))]
+        rows = rows[rows.groupby("unit").cumcount() < cap(split, max_per_sequence)]
+        if len(rows) < n:
+            log.warning("random: only %d positions available for %d %s changes", len(rows), n, split)
+        parts.append(rows.head(n))
+    return pd.concat(parts).sort_values(["unit", "idx"]) if parts else items.head(0)
+
+
+def best_suggestions(suggestions: pd.DataFrame, items: pd.DataFrame, n_items: int,
+                     name: str = "suggestions.parquet") -> pd.DataFrame:
+    """unit, pos, new_item: each position's best-ranked suggestion that differs from the item there."""
+    if not suggestions["item"].between(1, n_items).all():
+        raise Llm4dsrError(f"{name}: suggested item outside 1..{n_items}")
+    s = suggestions.merge(items[["unit", "pos", "item"]].rename(columns={"item": "old"}), on=["unit", "pos"], how="left")
+    if s["old"].isna().any():
+        bad = s[s["old"].isna()].iloc[0]
+        raise Llm4dsrError(f"{name}: unit {bad['unit']} has no position {bad['pos']}")
+    s = s[s["item"] != s["old"]].sort_values(["unit", "pos", "rank"], kind="stable")
+    return s.drop_duplicates(["unit", "pos"])[["unit", "pos", "item"]].rename(columns={"item": "new_item"})
+
+
+def apply(windows: pd.DataFrame, sequences: pd.DataFrame, units: pd.DataFrame,
+          chosen: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply ``chosen`` (unit, pos, new_item, prob) and return (corrected windows, changes).
+
+    A changed position's noise flag becomes new_item != item_clean; the others keep theirs.
+    """
+    info = item_table(units)[["unit", "user", "split", "window", "pos", "item", "noise"]]
+    ch = chosen[["unit", "pos", "new_item", "prob"]].merge(info, on=["unit", "pos"], how="left", validate="1:1")
+    if ch["item"].isna().any():
+        raise Llm4dsrError(f"units.parquet: chosen position {ch[ch['item'].isna()].iloc[0][['unit', 'pos']].tolist()} "
+                           "is not in its unit")
+    out = windows.copy()
+    blocks = ch[ch["window"] == -1]
+    if (units["window"] == -1).any():
+        _rebuild_train_windows(out, sequences, blocks)
+    _change_windows(out, ch[ch["window"] >= 0])
+    _check_targets(windows, out)
+    changes = ch.rename(columns={"item": "old_item", "noise": "was_noise"})[CHANGE_COLUMNS]
+    return out, changes.sort_values(["unit", "pos"]).reset_index(drop=True)
+
+
+def _rebuild_train_windows(out: pd.DataFrame, sequences: pd.DataFrame, blocks: pd.DataFrame) -> None:
+    """Change the interaction log, then rebuild every train window from it (in place)."""
+    seq = sequences.sort_values(["user", "pos"]).set_index(["user", "pos"])
+    key = pd.MultiIndex.from_arrays([blocks["user"], blocks["pos"]])
+    item, noise = seq["item"].copy(), seq["noise"].copy()
+    item[key] = blocks["new_item"].to_numpy()
+    noise[key] = (blocks["new_item"].to_numpy() != seq.loc[key, "item_clean"].to_numpy()).astype(noise.dtype)
+    item_by_user = {u: g.to_numpy() for u, g in item.groupby(level="user")}
+    noise_by_user = {u: g.to_numpy() for u, g in noise.groupby(level="user")}
+    old_by_user = {u: g.to_numpy() for u, g in seq["item"].groupby(level="user")}
+    for r in np.flatnonzero(out["split"].to_numpy() == "train"):
+        u, tp, n = out.at[r, "user"], int(out.at[r, "target_pos"]), len(out.at[r, "history"])
+        span = slice(tp - n, tp)
+        if list(old_by_user[u][span]) != list(out.at[r, "history"]) or old_by_user[u][tp] != out.at[r, "target"]:
+            raise Llm4dsrError(f"windows.parquet: window {out.at[r, 'window']} does not match sequences.parquet")
+        out.at[r, "history"] = item_by_user[u][span].tolist()
+        out.at[r, "history_noise"] = noise_by_user[u][span].tolist()
+        out.at[r, "target"] = int(item_by_user[u][tp])
+        out.at[r, "target_noise"] = int(noise_by_user[u][tp])
+
+
+def _change_windows(out: pd.DataFrame, changes: pd.DataFrame) -> None:
+    """Apply changes of window units to their own window row (history, or a train target)."""
+    row_of = pd.Series(np.arange(len(out)), index=out["window"].to_numpy())
+    for w, g in changes.groupby("window"):
+        r = int(row_of[w])
+        hist, noise, clean = (list(out.at[r, c]) for c in ("history", "history_noise", "history_clean"))
+        tp, start = int(out.at[r, "target_pos"]), int(out.at[r, "target_pos"]) - len(hist)
+        for pos, new in zip(g["pos"], g["new_item"]):
+            if pos == tp and out.at[r, "split"] == "train":
+                out.at[r, "target"] = int(new)
+                out.at[r, "target_noise"] = int(new != out.at[r, "target_clean"])
+            elif start <= pos < tp:
+                hist[pos - start], noise[pos - start] = int(new), int(new != clean[pos - start])
+            else:
+                raise Llm4dsrError(f"units.parquet: position {pos} is outside window {w}'s history")
+        out.at[r, "history"], out.at[r, "history_noise"] = hist, noise
+
+
+def _check_targets(before: pd.DataFrame, after: pd.DataFrame) -> None:
+    held = before["split"].isin(["valid", "test"]).to_numpy()
+    if (before["target"].to_numpy()[held] != after["target"].to_numpy()[held]).any():
+        raise Llm4dsrError("units.parquet: a correction reached a valid/test target")
+
+
+def run(condition: str, windows: pd.DataFrame, sequences: pd.DataFrame, units: pd.DataFrame, n_items: int,
+        cfg: dict, seed: int, scores: pd.DataFrame | None = None, suggestions: pd.DataFrame | None = None,
+        llm_changes: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Corrected windows and changes of one condition (``cfg`` = config `correct`).
+
+    llm4dsr / llm4dsr_no_uncertainty need the LLM's scores and suggestions; popularity,
+    cooccurrence, idtransformer that detector's scores (co-occurrence suggestions);
+    random the llm4dsr changes, whose number per split it matches.
+    """
+    check_units(units, windows, sequences)
+    if condition == "random":
+        items = item_table(units)
+        counts = llm_changes.groupby("split").size().to_dict()
+        chosen = select_random(items, counts, cfg["max_per_sequence"], seed)
+        rng = np.random.default_rng(seed + 1)
+        new = rng.integers(1, n_items, size=len(chosen))  # 1..n_items without the old item
+        chosen = chosen.assign(new_item=new + (new >= chosen["item"].to_numpy()), prob=np.nan)
+    elif condition in ("llm4dsr", "llm4dsr_no_uncertainty"):
+        items = item_table(units, scores)
+        best = best_suggestions(suggestions, items, n_items)
+        if condition == "llm4dsr":
+            chosen = select(items, cfg["threshold"], cfg["max_per_sequence"], allowed=best)
+        else:
+            chosen = select_top(items)
+        chosen = chosen.merge(best, on=["unit", "pos"])
+    elif condition in CONDITIONS:
+        items = item_table(units, scores)
+        chosen = select(items, cfg["threshold"], cfg["max_per_sequence"])
+        chosen = chosen.assign(new_item=suggest_cooccurrence(Cooccurrence().fit(sequences, n_items), units, chosen))
+    else:
+        raise Llm4dsrError(f"config.yaml: unknown correction condition {condition!r}")
+    log.info("%s: %d changes (%s)", condition, len(chosen), chosen.groupby("split").size().to_dict())
+    return apply(windows, sequences, units, chosen)
