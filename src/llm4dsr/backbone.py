@@ -1,0 +1,228 @@
+"""Train and evaluate a backbone recommender on one condition's windows.
+
+Protocol (DESIGN.md, step 9): train on ``split == 'train'`` windows (history ->
+target); after every epoch score the ``valid`` windows and keep the weights with the
+best NDCG@10; stop after ``patience`` epochs without improvement. Only then are the
+``test`` windows read, once, and scored with the selected weights. (The reference
+code early-stops on the test split; this one never lets test data near training.)
+
+Evaluation is a full ranking over all items 1..n_items: no sampled negatives, and
+items already in the history are NOT removed from the ranking -- the standard choice
+for sliding-window datasets, where a target may legitimately repeat a history item.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .backbones import SequentialRecommender, build
+from .io import Llm4dsrError, atomic_path, read_json, read_parquet, write_json, write_parquet, write_text
+from .metrics import metrics_from_ranks, target_ranks
+
+log = logging.getLogger(__name__)
+
+# Mirror the defaults of workflow/schemas/config.schema.yaml (backbone section).
+TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "batch_size": 256, "max_epochs": 100,
+                                  "patience": 5, "ks": [5, 10, 20]}
+SELECT = "ndcg@10"  # model-selection metric on the validation split
+EVAL_BATCH = 1024
+
+
+class Windows(NamedTuple):
+    history: torch.Tensor  # [N, max_len] item ids, left-padded with 0
+    target: torch.Tensor   # [N]
+
+
+@dataclass
+class Fit:
+    model: SequentialRecommender  # holds the selected (best-validation) weights
+    best_epoch: int
+    epochs_run: int
+    valid: dict[str, float]
+    train_seconds: float
+    sequences_per_s: float
+
+
+def load_split(path: str | Path, split: str) -> pd.DataFrame:
+    """The windows of one split from a windows.parquet (docs/outputs.md)."""
+    df = read_parquet(path, columns=["split", "history", "target"])
+    return df[df["split"] == split].reset_index(drop=True)
+
+
+def to_tensors(windows: pd.DataFrame, n_items: int, max_len: int, source: str | Path = "windows") -> Windows:
+    """Left-pad each history to ``max_len`` (keeping its newest items) and check item ids."""
+    hist = np.zeros((len(windows), max_len), dtype=np.int64)
+    for i, h in enumerate(windows["history"]):
+        h = np.asarray(h, dtype=np.int64)[-max_len:]
+        if len(h):
+            hist[i, max_len - len(h):] = h
+    target = windows["target"].to_numpy(dtype=np.int64, copy=True)
+    bad = (hist < 0) | (hist > n_items)
+    if bad.any() or ((target < 1) | (target > n_items)).any():
+        raise Llm4dsrError(f"{source}: item ids outside 1..{n_items} (n_items from items.parquet)")
+    return Windows(torch.from_numpy(hist), torch.from_numpy(target))
+
+
+@torch.no_grad()
+def evaluate(model: SequentialRecommender, data: Windows, ks: Iterable[int]) -> dict[str, float]:
+    """HR@K and NDCG@K of the targets under a full ranking over all items."""
+    model.eval()
+    device = next(model.parameters()).device
+    ranks = [target_ranks(model(h.to(device)), t.to(device)).cpu()
+             for h, t in zip(data.history.split(EVAL_BATCH), data.target.split(EVAL_BATCH))]
+    return metrics_from_ranks(torch.cat(ranks), ks)
+
+
+def fit(model_name: str, n_items: int, train: Windows, valid: Windows, cfg: Mapping[str, Any],
+        seed: int, max_len: int = 10, device: str | None = None) -> Fit:
+    """Train on ``train``; select and early-stop on ``valid`` NDCG@10. Sees no test data."""
+    cfg = {**TRAIN_DEFAULTS, **cfg}
+    if not len(train.target) or not len(valid.target):
+        raise Llm4dsrError("windows: need at least one train and one valid window")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    order = torch.Generator().manual_seed(seed)
+    model = build(model_name, n_items, cfg, max_len).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    ks = sorted(set(cfg["ks"]) | {10})
+    best, best_epoch, best_state, best_valid = -math.inf, 0, None, {}
+    step_seconds, start = 0.0, time.perf_counter()
+    n = len(train.target)
+    epochs = tqdm(range(1, cfg["max_epochs"] + 1), desc=model_name, disable=None)
+    for epoch in epochs:
+        model.train()
+        t0, total = time.perf_counter(), 0.0
+        for idx in torch.randperm(n, generator=order).split(cfg["batch_size"]):
+            loss = model.loss(train.history[idx].to(device), train.target[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        step_seconds += time.perf_counter() - t0
+        metrics = evaluate(model, valid, ks)
+        if metrics[SELECT] > best:
+            best, best_epoch, best_valid = metrics[SELECT], epoch, metrics
+            best_state = copy.deepcopy(model.state_dict())
+        log.info("epoch %d: train loss %.4f, valid %s %.4f (best %.4f at epoch %d)",
+                 epoch, total / n, SELECT, metrics[SELECT], best, best_epoch)
+        epochs.set_postfix(loss=f"{total / n:.3f}", valid=f"{metrics[SELECT]:.4f}")
+        if epoch - best_epoch >= cfg["patience"]:
+            break
+    model.load_state_dict(best_state)
+    return Fit(model, best_epoch, epoch, best_valid, time.perf_counter() - start, n * epoch / step_seconds)
+
+
+def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, model_name: str,
+        cfg: Mapping[str, Any], seed: int, max_len: int = 10, threads: int | None = None,
+        meta: Mapping[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
+    """One backbone run: fit on train/valid, then read and score the test windows once.
+
+    Writes ``out_path`` (JSON): test and valid metrics, best epoch, epochs run, train
+    seconds, sequences/s, plus ``meta`` (dataset, noise, condition).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = {**TRAIN_DEFAULTS, **cfg}
+    n_items = len(read_parquet(items_path, columns=["item"]))
+    train = to_tensors(load_split(windows_path, "train"), n_items, max_len, windows_path)
+    valid = to_tensors(load_split(windows_path, "valid"), n_items, max_len, windows_path)
+    log.info("%s: %d train, %d valid windows, %d items", windows_path, len(train.target), len(valid.target), n_items)
+    result = fit(model_name, n_items, train, valid, cfg, seed, max_len, device)
+    # The test split is read only now, after model selection is final.
+    test = to_tensors(load_split(windows_path, "test"), n_items, max_len, windows_path)
+    if not len(test.target):
+        raise Llm4dsrError(f"{windows_path}: no test windows")
+    out = {**(meta or {}), "model": model_name, "seed": seed, "n_items": n_items,
+           "n_train": len(train.target), "n_valid": len(valid.target), "n_test": len(test.target),
+           "test": evaluate(result.model, test, cfg["ks"]),
+           "valid": result.valid,
+           "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+           "train_seconds": round(result.train_seconds, 3),
+           "sequences_per_s": round(result.sequences_per_s, 1),
+           "device": str(next(result.model.parameters()).device)}
+    log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items()))
+    write_json(out, out_path)
+    return out
+
+
+def clean_windows(windows: pd.DataFrame) -> pd.DataFrame:
+    """The oracle condition: every window with its pre-noise history and target."""
+    out = windows.copy()
+    out["history"] = out["history_clean"]
+    out["target"] = out["target_clean"]
+    out["history_noise"] = [[0] * len(h) for h in out["history_clean"]]
+    out["target_noise"] = 0
+    return out
+
+
+def write_clean_windows(windows_path: str | Path, out_path: str | Path) -> None:
+    cols = ["history", "history_noise", "history_clean", "target", "target_noise", "target_clean"]
+    write_parquet(clean_windows(read_parquet(windows_path, columns=cols)), out_path)
+
+
+# results table
+
+def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path,
+              baseline: str = "noisy") -> pd.DataFrame:
+    """Mean and sample std over seeds of each (model, condition), with the relative gain
+    (in %) of the mean over the ``baseline`` condition of the same model.
+
+    Rows keep the order in which (model, condition) first appear in ``json_paths``.
+    """
+    records = []
+    for p in json_paths:
+        r = read_json(p)
+        missing = [k for k in ("model", "condition", "seed", "test") if k not in r]
+        if missing:
+            raise Llm4dsrError(f"{p}: missing key(s) {', '.join(missing)}")
+        records.append({"model": r["model"], "condition": r["condition"], "seed": r["seed"],
+                        **r["test"], "best_epoch": r.get("best_epoch"), "train_seconds": r.get("train_seconds")})
+    if not records:
+        raise Llm4dsrError(f"{csv_path}: no backbone results to aggregate")
+    df = pd.DataFrame(records)
+    if df.duplicated(["model", "condition", "seed"]).any():
+        raise Llm4dsrError(f"{csv_path}: duplicate (model, condition, seed) among the inputs")
+    metrics = [c for c in df.columns if "@" in c]
+    g = df.groupby(["model", "condition"], sort=False)
+    table = g.size().rename("seeds").to_frame()
+    for m in metrics:
+        table[f"{m}_mean"] = g[m].mean()
+        table[f"{m}_std"] = g[m].std(ddof=1)
+    models = table.index.get_level_values("model")
+    for m in metrics:
+        base = {mod: v for (mod, cond), v in table[f"{m}_mean"].items() if cond == baseline}
+        table[f"{m}_gain_pct"] = 100 * (table[f"{m}_mean"] / models.map(lambda x: base.get(x, math.nan)) - 1)
+    table["best_epoch_mean"] = g["best_epoch"].mean()
+    table["train_seconds_mean"] = g["train_seconds"].mean()
+    table = table.reset_index()
+    with atomic_path(csv_path) as tmp:
+        table.round(6).to_csv(tmp, index=False)
+    write_text(_markdown(table, metrics, baseline), md_path)
+    return table
+
+
+def _markdown(table: pd.DataFrame, metrics: list[str], baseline: str) -> str:
+    head = ["model", "condition", "seeds", *(m.upper() for m in metrics)]
+    lines = [f"Test metrics, mean ± std over seeds; in brackets the change of the mean relative to `{baseline}`.",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [r["model"], r["condition"], str(r["seeds"])]
+        for m in metrics:
+            cell = f"{r[f'{m}_mean']:.4f}"
+            if not math.isnan(r[f"{m}_std"]):
+                cell += f" ± {r[f'{m}_std']:.4f}"
+            if r["condition"] != baseline and math.isfinite(r[f"{m}_gain_pct"]):
+                cell += f" ({r[f'{m}_gain_pct']:+.1f}%)"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

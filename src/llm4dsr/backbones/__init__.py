@@ -1,0 +1,38 @@
+"""The three backbones of the paper behind one interface, and a registry.
+
+Every model maps a left-padded history [B, L] to scores over all items
+[B, n_items + 1] (``forward``) and has a full-softmax ``loss(history, target)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from ..io import Llm4dsrError
+from .base import SequentialRecommender
+from .caser import Caser
+from .gru4rec import GRU4Rec
+from .sasrec import SASRec
+
+# Mirror the defaults of workflow/schemas/config.schema.yaml (backbone section).
+DEFAULTS: dict[str, Any] = {"hidden": 64, "layers": 2, "heads": 1, "dropout": 0.5,
+                            "caser_h": 16, "caser_v": 4}
+
+_BUILDERS: dict[str, Callable[[int, int, Mapping[str, Any]], SequentialRecommender]] = {
+    "sasrec": lambda n, L, c: SASRec(n, L, c["hidden"], c["layers"], c["heads"], c["dropout"]),
+    "gru4rec": lambda n, L, c: GRU4Rec(n, L, c["hidden"], c["layers"], c["dropout"]),
+    "caser": lambda n, L, c: Caser(n, L, c["hidden"], c["dropout"], c["caser_h"], c["caser_v"]),
+}
+MODELS = tuple(_BUILDERS)
+
+
+def build(name: str, n_items: int, cfg: Mapping[str, Any], max_len: int = 10) -> SequentialRecommender:
+    """A fresh model ``name`` for items 1..n_items and histories of up to ``max_len`` items.
+
+    ``cfg`` is the config's ``backbone:`` section; missing keys take DEFAULTS.
+    """
+    if name not in _BUILDERS:
+        raise Llm4dsrError(f"config.yaml: backbone.models: unknown model {name!r} (known: {', '.join(MODELS)})")
+    return _BUILDERS[name](n_items, max_len, {**DEFAULTS, **cfg})
+
+
+__all__ = ["MODELS", "DEFAULTS", "SequentialRecommender", "SASRec", "GRU4Rec", "Caser", "build"]

@@ -1,0 +1,193 @@
+"""Backbones, ranking metrics, the train/valid/test protocol and the results table."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llm4dsr import backbone
+from llm4dsr.backbones import MODELS, build
+from llm4dsr.io import Llm4dsrError
+from llm4dsr.metrics import hit_ndcg_at_k, target_ranks
+
+N_ITEMS = 30
+FAST = {"hidden": 32, "layers": 1, "dropout": 0.0, "lr": 1e-2, "batch_size": 32, "max_epochs": 4,
+        "patience": 2, "ks": [5, 10]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models run fastest single-threaded (and the test machine is shared).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_windows(n: int, split: str, seed: int, n_items: int = N_ITEMS) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    hist = [rng.integers(1, n_items + 1, rng.integers(1, 11)).tolist() for _ in range(n)]
+    target = rng.integers(1, n_items + 1, n)
+    return pd.DataFrame({"window": range(n), "user": 0, "split": split, "target_pos": 0, "time": 0,
+                         "history": hist, "history_noise": [[0] * len(h) for h in hist],
+                         "history_clean": hist, "target": target, "target_noise": 0, "target_clean": target})
+
+
+@pytest.fixture
+def data(tmp_path):
+    windows = pd.concat([make_windows(160, "train", 1), make_windows(40, "valid", 2), make_windows(40, "test", 3)])
+    windows.to_parquet(tmp_path / "windows.parquet")
+    pd.DataFrame({"item": range(1, N_ITEMS + 1)}).to_parquet(tmp_path / "items.parquet")
+    return tmp_path
+
+
+# models
+
+@pytest.mark.parametrize("name", MODELS)
+def test_backbone_overfits_tiny_set(name):
+    train = backbone.to_tensors(make_windows(48, "train", 0), N_ITEMS, 10)
+    cfg = {**FAST, "hidden": 64, "max_epochs": 30, "patience": 30, "batch_size": 16}
+    fit = backbone.fit(name, N_ITEMS, train, train, cfg, seed=0)
+    assert backbone.evaluate(fit.model, train, [5])["hr@5"] >= 0.9
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_scores_cover_all_items_and_mask_padding(name):
+    model = build(name, N_ITEMS, FAST).eval()
+    scores = model(torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]]))
+    assert scores.shape == (2, N_ITEMS + 1)
+    assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+    # Shorter input is left-padded: the same as giving the padding explicitly.
+    assert torch.allclose(model(torch.tensor([[3, 4]])), model(torch.tensor([[0] * 8 + [3, 4]])))
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(Llm4dsrError, match="backbone.models"):
+        build("bert4rec", N_ITEMS, {})
+
+
+# metrics
+
+def test_metrics_match_hand_computed_ranking():
+    inf = float("-inf")
+    scores = torch.tensor([[inf, 0.9, 0.5, 0.5, 0.1],   # target 3 ties with 2: rank 2
+                           [inf, 0.2, 0.2, 0.2, 0.9],   # target 1 ties with 2, 3: rank 2
+                           [inf, 0.9, 0.5, 0.5, 0.1],   # target 4: rank 4
+                           [inf, 0.3, 0.1, 0.2, 0.0]])  # target 1: rank 1
+    targets = torch.tensor([3, 1, 4, 1])
+    assert target_ranks(scores, targets).tolist() == [2, 2, 4, 1]
+    m = hit_ndcg_at_k(scores, targets, [1, 2, 5])
+    g2 = 1 / math.log2(3)
+    assert m["hr@1"] == pytest.approx(1 / 4) and m["ndcg@1"] == pytest.approx(1 / 4)
+    assert m["hr@2"] == pytest.approx(3 / 4) and m["ndcg@2"] == pytest.approx((2 * g2 + 1) / 4)
+    assert m["hr@5"] == 1.0 and m["ndcg@5"] == pytest.approx((2 * g2 + 1 / math.log2(5) + 1) / 4)
+
+
+# protocol
+
+def test_test_split_is_read_only_after_training(data, monkeypatch):
+    events = []
+    real_load, real_fit = backbone.load_split, backbone.fit
+
+    def spy_load(path, split):
+        events.append(f"load {split}")
+        return real_load(path, split)
+
+    def spy_fit(*args, **kwargs):
+        events.append("fit start")
+        out = real_fit(*args, **kwargs)
+        events.append("fit end")
+        return out
+
+    monkeypatch.setattr(backbone, "load_split", spy_load)
+    monkeypatch.setattr(backbone, "fit", spy_fit)
+    backbone.run(data / "windows.parquet", data / "items.parquet", data / "r.json", "gru4rec", FAST, seed=0)
+    assert events.index("load test") > events.index("fit end")
+    assert events.count("load test") == 1 and "load test" not in events[:events.index("fit end")]
+
+
+def test_selection_ignores_test_content(data):
+    """Replacing the test windows changes test metrics only, never what was selected."""
+    windows = pd.read_parquet(data / "windows.parquet")
+    poisoned = windows.copy()
+    test = poisoned["split"] == "test"
+    poisoned.loc[test, "target"] = 1 + poisoned.loc[test, "target"] % N_ITEMS
+    poisoned.to_parquet(data / "poisoned.parquet")
+    a = backbone.run(data / "windows.parquet", data / "items.parquet", data / "a.json", "sasrec", FAST, seed=0)
+    b = backbone.run(data / "poisoned.parquet", data / "items.parquet", data / "b.json", "sasrec", FAST, seed=0)
+    assert (a["valid"], a["best_epoch"], a["epochs_run"]) == (b["valid"], b["best_epoch"], b["epochs_run"])
+    assert a["test"] != b["test"]
+
+
+def test_early_stopping_uses_patience_on_valid(data):
+    train = backbone.to_tensors(backbone.load_split(data / "windows.parquet", "train"), N_ITEMS, 10)
+    valid = backbone.to_tensors(backbone.load_split(data / "windows.parquet", "valid"), N_ITEMS, 10)
+    cfg = {**FAST, "max_epochs": 30, "patience": 2}
+    fit = backbone.fit("gru4rec", N_ITEMS, train, valid, cfg, seed=0)
+    assert fit.epochs_run == min(fit.best_epoch + 2, 30)
+    assert backbone.evaluate(fit.model, valid, [10])["ndcg@10"] == pytest.approx(fit.valid["ndcg@10"])
+
+
+def test_same_seed_same_result(data):
+    args = (data / "windows.parquet", data / "items.parquet")
+    a = backbone.run(*args, data / "a.json", "caser", FAST, seed=7)
+    b = backbone.run(*args, data / "b.json", "caser", FAST, seed=7)
+    c = backbone.run(*args, data / "c.json", "caser", FAST, seed=8)
+    timing = ("train_seconds", "sequences_per_s")
+    assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    assert a["valid"] != c["valid"] or a["test"] != c["test"]
+    saved = json.loads((data / "a.json").read_text())
+    assert saved["test"] == a["test"] and set(saved["test"]) == {"hr@5", "ndcg@5", "hr@10", "ndcg@10"}
+
+
+def test_item_ids_outside_catalogue_name_the_file(data):
+    windows = make_windows(5, "train", 0, n_items=N_ITEMS + 5)
+    with pytest.raises(Llm4dsrError, match="bad.parquet: item ids outside 1..30"):
+        backbone.to_tensors(windows, N_ITEMS, 10, data / "bad.parquet")
+
+
+def test_clean_windows_takes_pre_noise_items():
+    w = make_windows(3, "train", 0)
+    w["history"] = [[1] * len(h) for h in w["history_clean"]]
+    w["history_noise"] = [[1] * len(h) for h in w["history_clean"]]
+    w["target"], w["target_noise"] = 1, 1
+    clean = backbone.clean_windows(w)
+    assert clean["history"].tolist() == w["history_clean"].tolist()
+    assert (clean["target"] == w["target_clean"]).all() and (clean["target_noise"] == 0).all()
+    assert all(set(h) <= {0} for h in clean["history_noise"])
+
+
+# results table
+
+def test_aggregate_mean_std_and_gain(tmp_path):
+    runs = [("sasrec", "noisy", [0.1, 0.2, 0.3]), ("sasrec", "clean", [0.3, 0.3, 0.3]),
+            ("gru4rec", "noisy", [0.2, 0.2, 0.2]), ("gru4rec", "clean", [0.1, 0.1, 0.1])]
+    paths = []
+    for model, cond, values in runs:
+        for seed, v in enumerate(values):
+            p = tmp_path / f"{model}-{cond}-{seed}.json"
+            p.write_text(json.dumps({"model": model, "condition": cond, "seed": seed, "best_epoch": seed + 1,
+                                     "train_seconds": 1.0, "test": {"hr@5": v, "ndcg@5": v / 2}}))
+            paths.append(p)
+    table = backbone.aggregate(paths, tmp_path / "results.csv", tmp_path / "results.md")
+    csv = pd.read_csv(tmp_path / "results.csv").set_index(["model", "condition"])
+    assert csv.loc[("sasrec", "noisy"), "hr@5_mean"] == pytest.approx(0.2)
+    assert csv.loc[("sasrec", "noisy"), "hr@5_std"] == pytest.approx(0.1)
+    assert csv.loc[("sasrec", "clean"), "hr@5_gain_pct"] == pytest.approx(50.0)
+    assert csv.loc[("gru4rec", "clean"), "ndcg@5_gain_pct"] == pytest.approx(-50.0)
+    assert csv.loc[("sasrec", "noisy"), "best_epoch_mean"] == pytest.approx(2.0)
+    assert list(table["model"]) == ["sasrec", "sasrec", "gru4rec", "gru4rec"]
+    md = (tmp_path / "results.md").read_text()
+    assert "| sasrec | noisy | 3 | 0.2000 ± 0.1000 | 0.1000 ± 0.0500 |" in md
+    assert "0.3000 ± 0.0000 (+50.0%)" in md
+
+
+def test_aggregate_rejects_duplicate_runs(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"model": "sasrec", "condition": "noisy", "seed": 0, "test": {"hr@5": 0.1}}))
+    with pytest.raises(Llm4dsrError, match="duplicate"):
+        backbone.aggregate([p, p], tmp_path / "results.csv", tmp_path / "results.md")
