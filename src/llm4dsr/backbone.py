@@ -192,7 +192,7 @@ def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: s
     df = pd.DataFrame(records)
     if df.duplicated(["model", "condition", "seed"]).any():
         raise Llm4dsrError(f"{csv_path}: duplicate (model, condition, seed) among the inputs")
-    metrics = [c for c in df.columns if "@" in c]
+    metrics = sorted((c for c in df.columns if "@" in c), key=lambda c: (c.split("@")[0], int(c.split("@")[1])))
     g = df.groupby(["model", "condition"], sort=False)
     table = g.size().rename("seeds").to_frame()
     for m in metrics:

@@ -27,3 +27,27 @@ def all_outputs():
         targets.append(f"results/{d}/data/stats.json")
         targets += [f"results/{d}/{n}/windows.parquet" for n in NOISES]
     return targets
+
+
+def condition_windows(wildcards):
+    """The windows a condition trains and is tested on."""
+    base = f"results/{wildcards.dataset}/{wildcards.noise}"
+    if wildcards.condition == "noisy":
+        return f"{base}/windows.parquet"
+    return f"{base}/correct/{wildcards.condition}/windows.parquet"  # clean: rule clean_windows
+
+
+def backbone_results(wildcards):
+    return expand(
+        "results/{dataset}/{noise}/backbone/{model}/{condition}/seed{seed}.json",
+        dataset=wildcards.dataset,
+        noise=wildcards.noise,
+        model=config["backbone"]["models"],
+        condition=config["backbone"]["conditions"],
+        seed=config["backbone"]["seeds"],
+    )
+
+
+def backbone_tables():
+    """The results table of every dataset and noise setting."""
+    return expand("results/{dataset}/{noise}/results.md", dataset=DATASETS, noise=NOISES)

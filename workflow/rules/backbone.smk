@@ -1,0 +1,71 @@
+# Backbone stage: SASRec, GRU4Rec and Caser trained on each condition's windows
+# (model selection on valid only, one final test evaluation), and the results table
+# of each noise setting (mean ± std over seeds, gain over `noisy`).
+
+rule clean_windows:
+    input:
+        "results/{dataset}/{noise}/windows.parquet",
+    output:
+        "results/{dataset}/{noise}/correct/clean/windows.parquet",
+    log:
+        "logs/clean_windows/{dataset}/{noise}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/clean_windows.py"
+
+
+rule backbone:
+    input:
+        windows=condition_windows,
+        catalogue="results/{dataset}/data/items.parquet",
+    output:
+        "results/{dataset}/{noise}/backbone/{model}/{condition}/seed{seed}.json",
+    wildcard_constraints:
+        model="|".join(config["backbone"]["models"]),
+        condition="|".join(config["backbone"]["conditions"]),
+        seed=r"\d+",
+    log:
+        "logs/backbone/{dataset}/{noise}/{model}/{condition}/seed{seed}.log",
+    benchmark:
+        "benchmarks/backbone/{dataset}/{noise}/{model}/{condition}/seed{seed}.tsv"
+    params:
+        backbone=config["backbone"],
+        max_len=config["window"]["max_history"],
+    # One thread: these models are tiny, and two single-threaded runs side by side
+    # beat one two-threaded run several times over (benchmarks/backbone_throughput.py).
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/backbone.py"
+
+
+rule backbone_table:
+    input:
+        backbone_results,
+    output:
+        csv=report(
+            "results/{dataset}/{noise}/results.csv",
+            caption="../report/backbone_table.rst",
+            category="Backbones",
+            subcategory="{noise}",
+        ),
+        md="results/{dataset}/{noise}/results.md",
+    log:
+        "logs/backbone_table/{dataset}/{noise}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/backbone_table.py"
