@@ -58,8 +58,8 @@ def test_backbone_overfits_tiny_set(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_scores_cover_all_items_and_mask_padding(name):
     model = build(name, N_ITEMS, FAST).eval()
-    scores = model(torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4]]))
-    assert scores.shape == (2, N_ITEMS + 1)
+    scores = model(torch.tensor([[0, 0, 3, 4], [1, 2, 3, 4], [0, 0, 0, 0]]))
+    assert scores.shape == (3, N_ITEMS + 1)
     assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
     # Shorter input is left-padded: the same as giving the padding explicitly.
     assert torch.allclose(model(torch.tensor([[3, 4]])), model(torch.tensor([[0] * 8 + [3, 4]])))
@@ -142,6 +142,14 @@ def test_same_seed_same_result(data):
     assert a["valid"] != c["valid"] or a["test"] != c["test"]
     saved = json.loads((data / "a.json").read_text())
     assert saved["test"] == a["test"] and set(saved["test"]) == {"hr@5", "ndcg@5", "hr@10", "ndcg@10"}
+
+
+def test_missing_valid_windows_name_the_file(data):
+    windows = pd.read_parquet(data / "windows.parquet")
+    windows[windows["split"] != "valid"].to_parquet(data / "novalid.parquet")
+    with pytest.raises(Llm4dsrError, match="novalid.parquet: needs train and valid windows"):
+        backbone.run(data / "novalid.parquet", data / "items.parquet", data / "r.json", "caser", FAST, seed=0)
+    assert not (data / "r.json").exists()
 
 
 def test_item_ids_outside_catalogue_name_the_file(data):

@@ -85,10 +85,11 @@ def evaluate(model: SequentialRecommender, data: Windows, ks: Iterable[int]) -> 
 
 def fit(model_name: str, n_items: int, train: Windows, valid: Windows, cfg: Mapping[str, Any],
         seed: int, max_len: int = 10, device: str | None = None) -> Fit:
-    """Train on ``train``; select and early-stop on ``valid`` NDCG@10. Sees no test data."""
+    """Train on ``train``; select and early-stop on ``valid`` NDCG@10. Sees no test data.
+
+    The selected weights are those of the first epoch with the best valid NDCG@10.
+    """
     cfg = {**TRAIN_DEFAULTS, **cfg}
-    if not len(train.target) or not len(valid.target):
-        raise Llm4dsrError("windows: need at least one train and one valid window")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     order = torch.Generator().manual_seed(seed)
@@ -136,6 +137,8 @@ def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, 
     n_items = len(read_parquet(items_path, columns=["item"]))
     train = to_tensors(load_split(windows_path, "train"), n_items, max_len, windows_path)
     valid = to_tensors(load_split(windows_path, "valid"), n_items, max_len, windows_path)
+    if not len(train.target) or not len(valid.target):
+        raise Llm4dsrError(f"{windows_path}: needs train and valid windows")
     log.info("%s: %d train, %d valid windows, %d items", windows_path, len(train.target), len(valid.target), n_items)
     result = fit(model_name, n_items, train, valid, cfg, seed, max_len, device)
     # The test split is read only now, after model selection is final.
