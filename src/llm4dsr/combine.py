@@ -56,7 +56,7 @@ def fit(table: pd.DataFrame, seed: int = 0) -> Pipeline:
     cols = feature_columns(table)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
     model.fit(table[cols], table["noise"].to_numpy())  # a frame: the model keeps its column names
-    coefs = dict(zip(cols, np.round(model[-1].coef_[0], 3)))
+    coefs = {c: round(float(w), 3) for c, w in zip(cols, model[-1].coef_[0])}
     log.info("combined scorer fitted on %d items of %d units: %s", len(table), table["unit"].nunique(), coefs)
     return model
 

@@ -29,6 +29,60 @@ def all_outputs():
     return targets
 
 
+# detection and correction (detect.smk, correct.smk)
+LLM_SCORES = ["llm_full_title", "llm_first_token"]
+LLM_MAIN = f"llm_{config['score']['method']}"  # the LLM score that correction and the combination read
+
+
+def detection_detectors():
+    """Every detector in detection.json: both LLM scorers, the baselines, the combination."""
+    return LLM_SCORES + list(config["detectors"]) + ["combined"]
+
+
+def combined_parts():
+    """The detectors whose scores are the combined scorer's features."""
+    return [LLM_MAIN] + list(config["detectors"])
+
+
+def selfsup_scores(wildcards, name):
+    # the LLM scores the (noise-independent) selfsup units once; baselines are fitted per noise
+    if name.startswith("llm_"):
+        return f"results/{wildcards.dataset}/selfsup/scores/{name}.parquet"
+    return f"results/{wildcards.dataset}/{wildcards.noise}/selfsup/scores/{name}.parquet"
+
+
+def combine_inputs(wildcards):
+    base = f"results/{wildcards.dataset}/{wildcards.noise}"
+    return {
+        "units": f"{base}/units.parquet",
+        "selfsup_units": f"results/{wildcards.dataset}/selfsup/units.parquet",
+        "scores": [f"{base}/scores/{d}.parquet" for d in combined_parts()],
+        "selfsup_scores": [selfsup_scores(wildcards, d) for d in combined_parts()],
+    }
+
+
+# conditions made here (clean and noisy are not corrections)
+CORRECTIONS = "llm4dsr|llm4dsr_no_uncertainty|popularity|cooccurrence|idtransformer|random"
+
+
+def correct_inputs(wildcards):
+    base = f"results/{wildcards.dataset}/{wildcards.noise}"
+    inputs = {
+        "windows": f"{base}/windows.parquet",
+        "sequences": f"{base}/sequences.parquet",
+        "units": f"{base}/units.parquet",
+        "catalogue": f"results/{wildcards.dataset}/data/items.parquet",
+    }
+    if wildcards.condition in ("llm4dsr", "llm4dsr_no_uncertainty"):
+        inputs["scores"] = f"{base}/scores/{LLM_MAIN}.parquet"
+        inputs["suggestions"] = f"{base}/suggestions.parquet"
+    elif wildcards.condition == "random":
+        inputs["llm_changes"] = f"{base}/correct/llm4dsr/changes.parquet"
+    else:
+        inputs["scores"] = f"{base}/scores/{wildcards.condition}.parquet"
+    return inputs
+
+
 def condition_windows(wildcards):
     """The windows a condition trains and is tested on."""
     base = f"results/{wildcards.dataset}/{wildcards.noise}"

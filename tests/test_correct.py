@@ -1,0 +1,137 @@
+"""Correction obeys threshold and max-N, rebuilds train windows, never touches a valid/test target."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from denoise_synth import make_log
+from llm4dsr import correct
+from llm4dsr.detectors import Cooccurrence, scores_frame
+from llm4dsr.io import Llm4dsrError
+from llm4dsr.units import item_table, make_units
+
+N_ITEMS = 40
+CFG = {"threshold": {"kind": "percentile", "train": 60, "test": 90}, "max_per_sequence": {"train": 2, "test": 1}}
+
+
+@pytest.fixture(scope="module")
+def log():
+    return make_log(n_users=16, length=16, rate=0.15, seed=1)
+
+
+def cooc_scores(seq, units):
+    return scores_frame(units, Cooccurrence().fit(seq, N_ITEMS).score(units))
+
+
+def oracle(seq, units):
+    """Scores that point at the noise items, and the clean item as every suggestion."""
+    scores = scores_frame(units, [np.array(n, dtype=float) * 5 for n in units["noise"]])
+    items = item_table(units).merge(seq[["user", "pos", "item_clean"]], on=["user", "pos"])
+    suggestions = items[["unit", "pos"]].assign(rank=0, item=items["item_clean"], title="t")
+    return scores, suggestions
+
+
+def check_held_targets(before, after):
+    held = before["split"] != "train"
+    assert before[held]["target"].equals(after[held]["target"])
+    assert list(after.columns) == list(before.columns) and after["window"].equals(before["window"])
+
+
+@pytest.mark.parametrize("mode", ["history", "window"])
+def test_threshold_and_max_per_sequence(log, mode):
+    seq, win = log
+    units = make_units(seq, win, mode, 8)
+    scores = cooc_scores(seq, units)
+    out, changes = correct.run("cooccurrence", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores)
+    items = item_table(units, scores)
+    cuts = correct.split_thresholds(items, CFG["threshold"])
+    assert len(changes) and (changes["prob"] > changes["split"].map(cuts)).all()
+    per_unit = changes.groupby("unit").agg(n=("pos", "size"), split=("split", "first"))
+    assert (per_unit["n"] <= per_unit["split"].map({"train": 2, "valid": 1, "test": 1})).all()
+    assert (changes["new_item"] != changes["old_item"]).all()
+    check_held_targets(win, out)
+    # the most suspicious item above threshold is taken first
+    top = items.loc[items.groupby("unit")["prob"].idxmax()].set_index("unit")
+    for u, g in changes.groupby("unit"):
+        assert top.at[u, "pos"] in set(g["pos"])
+
+
+def test_train_windows_rebuilt_from_corrected_log(log):
+    seq, win = log
+    units = make_units(seq, win, "history", 8)
+    scores, suggestions = oracle(seq, units)
+    out, changes = correct.run("llm4dsr", win, seq, units, N_ITEMS, {**CFG, "threshold": {
+        "kind": "probability", "train": 0.2, "test": 0.2}}, seed=0, scores=scores, suggestions=suggestions)
+    train = changes[changes["split"] == "train"]
+    assert len(train) and (train["was_noise"] == 1).all()
+    new = dict(zip(zip(train["user"], train["pos"]), train["new_item"]))
+    held = changes[changes["split"] != "train"].assign(window=lambda c: c["unit"].map(units.set_index("unit")["window"]))
+    own = dict(zip(zip(held["window"], held["pos"]), held["new_item"]))
+    for b, a in zip(win.itertuples(), out.itertuples()):
+        start = b.target_pos - len(b.history)
+        for k, old in enumerate(b.history):
+            key = (b.user, start + k)
+            if b.split == "train":  # rebuilt from the corrected log
+                assert a.history[k] == new.get(key, old)
+                assert a.history_noise[k] == (0 if key in new else b.history_noise[k])
+            else:  # valid/test histories take only their own unit's changes
+                assert a.history[k] == own.get((b.window, start + k), old)
+        if b.split == "train":
+            assert a.target == new.get((b.user, b.target_pos), b.target)
+    assert sum(map(sum, out[out["split"] == "train"]["history_noise"])) < sum(map(sum, win[win["split"] == "train"]["history_noise"]))
+    check_held_targets(win, out)
+
+
+def test_window_mode_corrects_windows_directly(log):
+    seq, win = log
+    units = make_units(seq, win, "window", 8)
+    scores, suggestions = oracle(seq, units)
+    out, changes = correct.run("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores, suggestions=suggestions)
+    w = units.set_index("unit")["window"]
+    tgt = changes[(changes["split"] == "train") & (changes["pos"] == changes["unit"].map(w).map(win.set_index("window")["target_pos"]))]
+    assert len(tgt)  # a train window's target is part of its unit and may be corrected
+    for c in tgt.itertuples():
+        assert out.set_index("window").at[w[c.unit], "target"] == c.new_item
+    check_held_targets(win, out)
+
+
+def test_llm_conditions_only_use_suggested_positions(log):
+    seq, win = log
+    units = make_units(seq, win, "history", 8)
+    scores = cooc_scores(seq, units)
+    items = item_table(units, scores)
+    top = items.loc[items.groupby("unit")["prob"].idxmax()]
+    # rank 0 repeats the item itself (no change), rank 1 is the real suggestion
+    suggestions = pd.concat([top[["unit", "pos", "item"]].assign(rank=0),
+                             top[["unit", "pos"]].assign(rank=1, item=(top["item"] % N_ITEMS) + 1)])
+    _, changes = correct.run("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores, suggestions=suggestions)
+    chosen = changes.merge(top[["unit", "pos", "item"]], on=["unit", "pos"])
+    assert len(chosen) == len(changes) and (chosen["new_item"] == chosen["item"] % N_ITEMS + 1).all()
+    _, every = correct.run("llm4dsr_no_uncertainty", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores,
+                           suggestions=suggestions)
+    assert len(every) == len(units) > len(changes) and every["unit"].is_unique
+    with pytest.raises(Llm4dsrError, match="suggestions.parquet: suggested item outside"):
+        correct.run("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores,
+                    suggestions=suggestions.assign(item=N_ITEMS + 1))
+
+
+def test_random_makes_the_same_number_of_changes(log):
+    seq, win = log
+    units = make_units(seq, win, "history", 8)
+    scores, suggestions = oracle(seq, units)
+    _, llm = correct.run("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores, suggestions=suggestions)
+    out, rnd = correct.run("random", win, seq, units, N_ITEMS, CFG, seed=5, llm_changes=llm)
+    assert rnd.groupby("split").size().to_dict() == llm.groupby("split").size().to_dict()
+    assert (rnd["new_item"] != rnd["old_item"]).all() and rnd["new_item"].between(1, N_ITEMS).all()
+    assert rnd["prob"].isna().all() and not rnd.set_index(["unit", "pos"]).index.equals(llm.set_index(["unit", "pos"]).index)
+    assert rnd.equals(correct.run("random", win, seq, units, N_ITEMS, CFG, seed=5, llm_changes=llm)[1])
+    check_held_targets(win, out)
+
+
+def test_a_unit_showing_a_test_target_is_refused(log):
+    seq, win = log
+    units = make_units(seq, win, "history", 8)
+    k = units.index[units["split"] == "test"][0]
+    target = int(win.set_index("window").at[units.at[k, "window"], "target_pos"])
+    units.at[k, "positions"] = list(units.at[k, "positions"][1:]) + [target]
+    with pytest.raises(Llm4dsrError, match="shows the target"):
+        correct.run("cooccurrence", win, seq, units, N_ITEMS, CFG, seed=0, scores=cooc_scores(seq, units))

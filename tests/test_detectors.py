@@ -1,0 +1,83 @@
+"""Non-LLM detectors find planted outliers; the co-occurrence suggester stays in the community."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from denoise_synth import make_log
+from llm4dsr.detectors import (Cooccurrence, IdTransformer, Popularity, make_detector, scores_frame,
+                               softmax, suggest_cooccurrence)
+from llm4dsr.io import Llm4dsrError
+from llm4dsr.metrics import detection_report
+from llm4dsr.units import make_units
+
+HALF = 20  # items 1..20 and 21..40 are the two communities of denoise_synth
+THRESHOLD = {"kind": "percentile", "train": 60, "test": 90}
+
+
+@pytest.fixture(scope="module")
+def data():
+    seq, win = make_log(n_users=40, length=20, half=HALF, rate=0.1)
+    return seq, win, make_units(seq, win, "history", 10)
+
+
+def unit(user, items):
+    return pd.DataFrame({"unit": [0], "user": [user], "split": ["test"], "window": [0],
+                         "positions": [list(range(len(items)))], "items": [items], "noise": [[0] * len(items)]})
+
+
+def test_cooccurrence_finds_the_other_community(data):
+    seq, _, units = data
+    det = Cooccurrence().fit(seq, 2 * HALF)
+    report = detection_report(units, {"cooccurrence": scores_frame(units, det.score(units))}, THRESHOLD)
+    train = report["cooccurrence"]["train"]
+    assert train["top1"] > 0.9 and train["roc_auc"] > 0.85
+    planted = unit(0, [1, 2, 3, 4, 5, 33, 6, 7])  # user 0 draws from community 1..20
+    assert int(np.argmax(det.score(planted)[0])) == 5
+
+
+def test_leave_one_user_out(data):
+    seq, _, _ = data
+    # item 41 is seen by user 0 only: its own history must not make it look common
+    seq = pd.concat([seq, pd.DataFrame([dict(user=0, pos=99, timestamp=0, item=41, item_clean=41, noise=0,
+                                             split="train")] * 3)], ignore_index=True)
+    pop = Popularity().fit(seq, 41)
+    assert pop.score(unit(0, [1, 41]))[0][1] == 0.0  # -log(1 + 0)
+    assert pop.score(unit(1, [1, 41]))[0][1] == pytest.approx(-np.log(4))
+
+
+def test_popularity_flags_the_unseen_item(data):
+    seq, _, _ = data
+    logp = Popularity().fit(seq, 50).score(unit(3, [2, 4, 45, 6]))[0]
+    assert int(np.argmax(logp)) == 2
+
+
+def test_idtransformer_learns_the_task(data):
+    seq, _, units = data
+    det = IdTransformer(seed=0, steps=150).fit(seq, 2 * HALF)
+    scores = scores_frame(units, det.score(units))
+    assert all(np.isclose(np.exp(x).sum(), 1) for x in scores["logp"])  # log-softmax over positions
+    assert detection_report(units, {"idtransformer": scores}, THRESHOLD)["idtransformer"]["train"]["top1"] > 0.6
+    once, again = (IdTransformer(seed=1, steps=10).fit(seq, 2 * HALF).score(units.head(5)) for _ in range(2))
+    assert all(np.array_equal(a, b) for a, b in zip(once, again))
+
+
+def test_suggester_picks_a_community_item_not_in_the_unit(data):
+    seq, _, units = data
+    det = Cooccurrence().fit(seq, 2 * HALF)
+    planted = unit(0, [1, 2, 3, 4, 5, 33, 6, 7])
+    got = suggest_cooccurrence(det, planted, pd.DataFrame({"unit": [0], "pos": [5]}))
+    assert 1 <= got[0] <= HALF and got[0] not in planted["items"][0]
+    wanted = units[["unit"]].assign(pos=units["positions"].map(lambda p: p[0])).head(20)
+    for u, new in zip(wanted["unit"], suggest_cooccurrence(det, units, wanted)):
+        assert new not in units.set_index("unit").at[u, "items"]
+
+
+def test_scores_format_and_registry(data):
+    _, _, units = data
+    probs = softmax([np.array([0.0, 1.0, 2.0]), np.array([-1000.0, 0.0])])
+    assert all(np.isclose(p.sum(), 1) for p in probs) and probs[1][1] == pytest.approx(1)
+    frame = scores_frame(units.head(2), [np.zeros(len(i)) for i in units["items"].head(2)])
+    assert list(frame.columns) == ["unit", "probs", "logp"]
+    with pytest.raises(Llm4dsrError, match="unknown detector"):
+        make_detector("oracle")
+    assert isinstance(make_detector("idtransformer", seed=1, threads=1), IdTransformer)

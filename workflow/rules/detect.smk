@@ -1,0 +1,113 @@
+# Detection stage: the contexts detectors score (units), the non-LLM detectors, the
+# calibrated combination, and the detection metrics of every detector, LLM included.
+# The LLM's scores/llm_*.parquet (on units and on selfsup units) come from rule score.
+
+
+rule units:
+    input:
+        sequences="results/{dataset}/{noise}/sequences.parquet",
+        windows="results/{dataset}/{noise}/windows.parquet",
+    output:
+        "results/{dataset}/{noise}/units.parquet",
+    log:
+        "logs/units/{dataset}/{noise}.log",
+    params:
+        mode=config["score"]["mode"],
+        block=config["score"]["block"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/make_units.py"
+
+
+rule selfsup_units:
+    input:
+        windows=f"results/{{dataset}}/{config['finetune']['noise']}/windows.parquet",
+        catalogue="results/{dataset}/data/items.parquet",
+    output:
+        "results/{dataset}/selfsup/units.parquet",
+    log:
+        "logs/selfsup_units/{dataset}.log",
+    params:
+        n=config["finetune"]["heldout"],
+        seed=config["seed"] + 1,  # not the fine-tuning sample's seed
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/selfsup_units.py"
+
+
+rule detect:
+    input:
+        sequences="results/{dataset}/{noise}/sequences.parquet",
+        catalogue="results/{dataset}/data/items.parquet",
+        units="results/{dataset}/{noise}/units.parquet",
+        selfsup_units="results/{dataset}/selfsup/units.parquet",
+    output:
+        scores="results/{dataset}/{noise}/scores/{detector}.parquet",
+        selfsup="results/{dataset}/{noise}/selfsup/scores/{detector}.parquet",
+    wildcard_constraints:
+        detector="popularity|cooccurrence|idtransformer",
+    log:
+        "logs/detect/{dataset}/{noise}/{detector}.log",
+    benchmark:
+        "benchmarks/detect/{dataset}/{noise}/{detector}.tsv"
+    params:
+        seed=config["seed"],
+    threads: 1  # the ID transformer is tiny: more threads only cost synchronisation
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/detect.py"
+
+
+rule combine:
+    input:
+        unpack(combine_inputs),
+    output:
+        "results/{dataset}/{noise}/scores/combined.parquet",
+    log:
+        "logs/combine/{dataset}/{noise}.log",
+    params:
+        names=combined_parts(),
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/combine.py"
+
+
+rule detection:
+    input:
+        units="results/{dataset}/{noise}/units.parquet",
+        scores=expand("results/{{dataset}}/{{noise}}/scores/{detector}.parquet", detector=detection_detectors()),
+    output:
+        "results/{dataset}/{noise}/detection.json",
+    log:
+        "logs/detection/{dataset}/{noise}.log",
+    params:
+        names=detection_detectors(),
+        threshold=config["correct"]["threshold"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/detection.py"

@@ -1,0 +1,22 @@
+"""Snakemake script of rule combine: fit the combined scorer on selfsup units, apply it."""
+import sys
+
+from llm4dsr import combine, logs
+from llm4dsr.io import Llm4dsrError, read_parquet, write_parquet
+
+log = logs.setup(snakemake.log[0])
+try:
+    names = snakemake.params.names
+
+    def tables(paths):
+        return {n: read_parquet(p, ["unit", "probs", "logp"]) for n, p in zip(names, paths)}
+
+    selfsup = read_parquet(snakemake.input.selfsup_units)
+    model = combine.fit(combine.features(selfsup, tables(snakemake.input.selfsup_scores)), snakemake.params.seed)
+    units = read_parquet(snakemake.input.units)
+    out = combine.predict(model, units, tables(snakemake.input.scores))
+    log.info("combined scores for %d of %d units", len(out), len(units))
+    write_parquet(out, snakemake.output[0])
+except Llm4dsrError as exc:
+    log.error("%s", exc)
+    sys.exit(f"error: {exc}")
