@@ -19,7 +19,11 @@ COLUMNS = ["unit", "user", "split", "window", "positions", "items", "noise"]
 
 
 def make_units(sequences: pd.DataFrame, windows: pd.DataFrame, mode: str, block: int) -> pd.DataFrame:
-    """All units of a noise setting: train blocks or train windows, then valid and test histories."""
+    """All units of a noise setting: train blocks or train windows, then valid and test histories.
+
+    Units of fewer than MIN_ITEMS items (a user's first window, a lone train-period
+    interaction) are left out: they are neither scored nor corrected.
+    """
     if mode == "history":
         if block < MIN_ITEMS:
             raise Llm4dsrError(f"config.yaml: score.block must be >= {MIN_ITEMS}, not {block}")
@@ -76,7 +80,9 @@ def check_units(units: pd.DataFrame, windows: pd.DataFrame, sequences: pd.DataFr
             bad = [p for p in u.positions if period.get((u.user, p)) not in TRAIN_PERIOD]
             if bad:
                 raise Llm4dsrError(f"{name}: train unit {u.unit} reaches outside the train period (pos {bad[0]})")
-        elif u.window not in target or max(u.positions) >= target[u.window]:
+        elif u.window not in target:
+            raise Llm4dsrError(f"{name}: {u.split} unit {u.unit} names window {u.window}, not in windows.parquet")
+        elif max(u.positions) >= target[u.window]:
             raise Llm4dsrError(f"{name}: {u.split} unit {u.unit} shows the target of window {u.window}")
 
 
