@@ -13,6 +13,11 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/noise.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/score.smk"
+include: "workflow/rules/detect.smk"
+include: "workflow/rules/correct.smk"
 include: "workflow/rules/backbone.smk"
 
 

@@ -287,3 +287,18 @@ def _base_qtype(path: Path) -> str:
         if len(t.shape) == 2:
             counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
     return max(counts, key=counts.get) if counts else "F32"
+
+
+def run_from_config(adapter_dir, llm_cfg: dict, export_cfg: dict, out_dir, threads: int = 2) -> dict:
+    """The workflow step: export as ``export.route`` says, with parity prompts in the study's format."""
+    from . import prompts
+    from .llm import resolve
+
+    quants = list(export_cfg.get("quant_types", ["Q8_0"]))
+    if export_cfg["route"] == "merged" and export_cfg.get("inference_quant", "Q8_0") not in quants:
+        raise Llm4dsrError(f"export.inference_quant={export_cfg.get('inference_quant')}: not in export.quant_types")
+    titles = ["Toy Story (1995)", "Heat (1995)", "Casino (1995)", "Sabrina (1954)", "Jumanji (1995)"]
+    n = export_cfg.get("parity_prompts", 3)
+    texts = [prompts.prompt(titles[k:] + titles[:k]) for k in range(n)]
+    base = resolve(llm_cfg["base_model"], llm_cfg.get("gguf_file"))
+    return run(adapter_dir, base, export_cfg["route"], out_dir, quants, texts, threads)

@@ -235,3 +235,51 @@ def _save_checkpoint(peft_model, opt, sched, step, history, ckpt_dir: Path) -> N
     for old in ckpt_dir.glob("step-*"):  # keep the newest only: the adapter is small, disk is not free
         if old.name != f"step-{step:06d}":
             shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the workflow step
+
+def heldout_mask(windows: pd.DataFrame, heldout_units: pd.DataFrame, max_history: int) -> np.ndarray:
+    """True for windows that share an interaction with a held-out unit's window.
+
+    Sliding windows overlap, so leaving out only the held-out windows themselves would
+    still train on their items; windows of the same user within ``max_history``
+    positions are left out too.
+    """
+    held = {}
+    for user, positions in zip(heldout_units["user"], heldout_units["positions"]):
+        if len(positions):
+            held.setdefault(int(user), []).append(int(positions[-1]) + 1)
+    mask = np.zeros(len(windows), dtype=bool)
+    for k, (user, tp) in enumerate(zip(windows["user"], windows["target_pos"])):
+        mask[k] = any(abs(int(tp) - h) <= max_history for h in held.get(int(user), ()))
+    return mask
+
+
+def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dict, max_history: int, seed: int,
+        out_dir, threads: int | None = None) -> dict:
+    """Build the fine-tuning examples and LoRA-train the configured base model."""
+    from .io import read_parquet
+    from .llm import load_torch, resolve
+
+    out_dir = Path(out_dir)
+    windows = read_parquet(windows_path, ["split", "user", "target_pos", "history_clean", "target_clean"])
+    items = read_parquet(items_path, ["item", "title", "count"])
+    heldout = read_parquet(heldout_units_path, ["user", "positions"])
+    titles = dict(zip(items["item"].astype(int), items["title"]))
+    counts = np.zeros(int(items["item"].max()) + 1)
+    counts[items["item"].to_numpy()] = items["count"].to_numpy()
+    pool = windows[~heldout_mask(windows, heldout, max_history)]
+    log.info("%d train windows, %d left after removing those overlapping the %d held-out units",
+             int((windows["split"] == "train").sum()), int((pool["split"] == "train").sum()), len(heldout))
+    examples = make_examples(pool, titles, ft_cfg["samples"], seed, ft_cfg.get("replace_with", "uniform"), counts)
+    write_examples(examples, out_dir / "sft_train.jsonl")
+
+    base = resolve(llm_cfg["base_model"], llm_cfg.get("gguf_file"))
+    model, tok = load_torch(base)
+    result = train(model, tok, examples, out_dir, lora=ft_cfg["lora"], steps=ft_cfg["steps"],
+                   batch_size=ft_cfg["batch_size"], lr=ft_cfg["lr"], cutoff=ft_cfg.get("cutoff", 512), seed=seed,
+                   checkpoint_every=ft_cfg.get("checkpoint_every", 20), threads=threads)
+    log.info("LoRA: %d steps, loss %.4f -> %.4f", result["steps"], result["first_loss"] or float("nan"),
+             result["last_loss"] or float("nan"))
+    return result

@@ -1,8 +1,10 @@
 """Logging set-up used by the workflow scripts: one log file per rule, plus stderr."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from typing import Iterator
 
 
 def setup(log_file: str | None = None, level: int = logging.INFO) -> logging.Logger:
@@ -12,3 +14,17 @@ def setup(log_file: str | None = None, level: int = logging.INFO) -> logging.Log
     logging.basicConfig(level=level, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return logging.getLogger("llm4dsr")
+
+
+@contextlib.contextmanager
+def rule_log(log_file: str | None) -> Iterator[logging.Logger]:
+    """Context of a workflow script: logs to the rule's log file, and turns a user-input
+    error into a one-line message and a non-zero exit instead of a traceback."""
+    from .io import Llm4dsrError
+
+    log = setup(log_file)
+    try:
+        yield log
+    except Llm4dsrError as exc:
+        log.error("%s", exc)
+        sys.exit(f"error: {exc}")

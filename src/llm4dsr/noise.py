@@ -9,11 +9,12 @@ The order matters, so that every noise setting of a dataset shares identical win
 3. ``max_eval_windows`` keeps a seeded sample of N valid and N test windows; the
    sample depends on the config seed only, never on the noise setting.
 4. Noise: each interaction is replaced, with probability ``rate``, by another
-   catalogue item (never itself). Only the targets of the kept test windows stay
-   clean, as in the paper. Valid targets may be noisy, like any observed data a
-   model is selected on. Because noise is per interaction, a test target that is
-   also in a later test window's history is clean there too; noise_stats.json
-   gives the realised rate of every split's histories.
+   catalogue item (never itself), in every split. The *target* of a test window is
+   then shown clean (it is the label the backbones are scored on), while the same
+   interaction stays noisy where it appears in later windows' histories: test
+   histories carry as much noise as training ones. Valid targets may be noisy, like
+   any observed data a model is selected on. noise_stats.json gives the realised
+   rate of every split's histories.
 
 Noise models: ``uniform`` (the paper), ``popularity`` (in proportion to interaction
 counts, so that rarity does not give noise away) and ``confusable`` (in proportion to
@@ -207,15 +208,16 @@ def run(interactions_path: str | Path, items_path: str | Path, setting: str, win
 
     all_wins = split_windows(seq, window_cfg)
     wins = sample_eval(all_wins, window_cfg.get("max_eval_windows"), seed)
-    clean = np.zeros(len(seq), dtype=bool)
-    clean[wins.row[wins.split.eq("test")].to_numpy()] = True
-
+    clean = np.zeros(len(seq), dtype=bool)  # no interaction is exempt from noise
     observed, mask = inject(seq, counts, model, rate, clean, rng_for(seed, setting))
     split = np.full(len(seq), "none", dtype=object)
     split[all_wins.row.to_numpy()] = all_wins.split.to_numpy()
     seq = seq.assign(item_clean=seq["item"], item=observed, noise=mask, split=split)
     seq = seq[["user", "pos", "timestamp", "item", "item_clean", "noise", "split"]]
     windows = make_windows(seq, wins, window_cfg["max_history"])
+    test = windows.split.eq("test").to_numpy()
+    windows.loc[test, "target"] = windows.loc[test, "target_clean"]
+    windows.loc[test, "target_noise"] = 0
     stats = noise_stats(setting, seq, windows, clean)
 
     out_dir = Path(out_dir)

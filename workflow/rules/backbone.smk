@@ -32,7 +32,7 @@ rule backbone:
     log:
         "logs/backbone/{dataset}/{noise}/{model}/{condition}/seed{seed}.log",
     benchmark:
-        "benchmarks/backbone/{dataset}/{noise}/{model}/{condition}/seed{seed}.tsv"
+        "results/benchmarks/backbone/{dataset}/{noise}/{model}/{condition}/seed{seed}.tsv"
     params:
         backbone=config["backbone"],
         max_len=config["window"]["max_history"],

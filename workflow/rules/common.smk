@@ -25,8 +25,9 @@ def all_outputs():
     targets = []
     for d in DATASETS:
         targets.append(f"results/{d}/data/stats.json")
-        targets += [f"results/{d}/{n}/windows.parquet" for n in NOISES]
-    return targets
+        targets.append(f"results/{d}/export/parity.json")
+        targets += [f"results/{d}/{n}/detection.json" for n in NOISES]
+    return targets + backbone_tables()
 
 
 # detection and correction (detect.smk, correct.smk)
@@ -81,6 +82,24 @@ def correct_inputs(wildcards):
     else:
         inputs["scores"] = f"{base}/scores/{wildcards.condition}.parquet"
     return inputs
+
+
+# LLM stages (finetune.smk, export.smk, score.smk)
+def export_outputs(dataset):
+    """The GGUF files the export route writes."""
+    exp = config["export"]
+    if exp["route"] == "adapter":
+        return [f"results/{dataset}/export/adapter.gguf"]
+    return [f"results/{dataset}/export/model-{q}.gguf" for q in exp.get("quant_types", ["Q8_0"])]
+
+
+def llm_files(wildcards):
+    """The llama.cpp model that scores: the adapter GGUF (applied to the base GGUF at load
+    time) or the merged model quantized to export.inference_quant."""
+    exp = config["export"]
+    if exp["route"] == "adapter":
+        return {"lora": f"results/{wildcards.dataset}/export/adapter.gguf"}
+    return {"model": f"results/{wildcards.dataset}/export/model-{exp.get('inference_quant', 'Q8_0')}.gguf"}
 
 
 def condition_windows(wildcards):

@@ -15,7 +15,7 @@ rule correct:
     log:
         "logs/correct/{dataset}/{noise}/{condition}.log",
     benchmark:
-        "benchmarks/correct/{dataset}/{noise}/{condition}.tsv"
+        "results/benchmarks/correct/{dataset}/{noise}/{condition}.tsv"
     params:
         correct=config["correct"],
         seed=config["seed"],

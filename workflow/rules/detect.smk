@@ -59,7 +59,7 @@ rule detect:
     log:
         "logs/detect/{dataset}/{noise}/{detector}.log",
     benchmark:
-        "benchmarks/detect/{dataset}/{noise}/{detector}.tsv"
+        "results/benchmarks/detect/{dataset}/{noise}/{detector}.tsv"
     params:
         seed=config["seed"],
     threads: 1  # the ID transformer is tiny: more threads only cost synchronisation

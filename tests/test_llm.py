@@ -1,0 +1,208 @@
+"""The LLM path on a tiny random Llama (real SmolLM2 tokenizer): fine-tuning data,
+LoRA steps, resume, GGUF export (adapter and merged+quantized), llama.cpp parity,
+the two scorers and constrained suggestions."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llm4dsr import export, finetune, prompts
+from llm4dsr.io import Llm4dsrError
+from llm4dsr.llm import check_gguf, load_torch, resolve
+from llm4dsr.score import LlamaScorer, score_units
+from llm4dsr.suggest import Suggester
+from tiny_llm import make_tiny_gguf
+
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+TITLES = {i: f"Movie {i} ({1990 + i % 20})" for i in range(1, 40)}
+TITLES.update({40: "Star Wars: Episode IV", 41: "Star Wars: Episode V", 42: 'Heat "Quoted" – Ünïcode (1995)',
+               43: "Casino (1995)"})
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    path = make_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+    return resolve(str(path))
+
+
+@pytest.fixture(scope="session")
+def examples():
+    rng = np.random.default_rng(0)
+    hist = [list(rng.choice(np.arange(1, 40), size=6, replace=False)) for _ in range(30)]
+    w = pd.DataFrame({"split": "train", "history_clean": hist, "target_clean": [43] * 30})
+    return finetune.make_examples(w, TITLES, 24, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny, examples, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft")
+    model, tok = load_torch(tiny)
+    res = finetune.train(model, tok, examples, out, lora=LORA, steps=8, batch_size=4, lr=5e-3, seed=0,
+                         checkpoint_every=4, progress=False)
+    return out, res
+
+
+def test_examples_follow_the_paper_format(examples):
+    ex = examples[0]
+    assert ex["prompt"].endswith('Noise Items: "')
+    noise_title, original_title = prompts.parse_response(ex["response"])
+    assert noise_title == prompts.display_title(ex["candidates"][ex["noise_index"]])
+    assert original_title == prompts.display_title(TITLES[ex["original"]])
+    assert sum(i not in (ex["items"][ex["noise_index"]],) for i in ex["items"]) == len(ex["items"]) - 1
+
+
+def test_prompt_handles_quotes_and_non_ascii():
+    p = prompts.prompt([TITLES[42], TITLES[43]])
+    assert "Heat 'Quoted' – Ünïcode (1995)" in p and p.count('"') == 5
+    assert prompts.parse_response("no answer here") is None
+    with pytest.raises(ValueError):
+        prompts.prompt([])
+
+
+def test_lora_loss_decreases(trained):
+    out, res = trained
+    assert res["last_loss"] < res["first_loss"]
+    assert (out / "adapter" / "adapter_config.json").exists()
+    lines = (out / "loss.tsv").read_text().splitlines()
+    assert lines[0].startswith("step") and len(lines) == 9
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tiny, examples, tmp_path, monkeypatch):
+    def lora_weights(out):
+        from safetensors.torch import load_file
+
+        return load_file(str(out / "adapter" / "adapter_model.safetensors"))
+
+    def train(out):
+        model, tok = load_torch(tiny)
+        return finetune.train(model, tok, examples, out, lora=LORA, steps=4, batch_size=4, lr=5e-3, seed=0,
+                              checkpoint_every=2, progress=False)
+
+    train(tmp_path / "straight")
+    real_save = finetune._save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(finetune, "_save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "adapter").exists()  # nothing half-written
+    monkeypatch.setattr(finetune, "_save_checkpoint", real_save)
+    train(tmp_path / "resumed")
+    a, b = lora_weights(tmp_path / "straight"), lora_weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    steps = [int(line.split("\t")[0]) for line in (tmp_path / "resumed" / "loss.tsv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_unknown_target_module_is_a_clear_error(tiny):
+    model, _ = load_torch(tiny)
+    with pytest.raises(Llm4dsrError, match="target_modules"):
+        finetune.add_lora(model, {**LORA, "target_modules": ["no_such_proj"]})
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(Llm4dsrError, match="not found"):
+        resolve(str(tmp_path / "missing.gguf"))
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(Llm4dsrError, match="not a GGUF"):
+        check_gguf(fake)
+    with pytest.raises(Llm4dsrError, match="no such file"):
+        resolve(str(tmp_path / "no" / "model"))
+
+
+@pytest.fixture(scope="session")
+def exported(tiny, trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    texts = [prompts.prompt([TITLES[i] for i in (1, 2, 3)]), prompts.prompt([TITLES[40], TITLES[42]])]
+    adapter = export.run(trained[0] / "adapter", tiny, "adapter", out / "a", [], texts)
+    merged = export.run(trained[0] / "adapter", tiny, "merged", out / "m", ["Q8_0", "Q4_K_M"], texts)
+    return out, adapter, merged
+
+
+def test_adapter_route_matches_torch(exported):
+    out, adapter, _ = exported
+    assert adapter["ok"] and (out / "a" / "adapter.gguf").exists()
+    assert all(r["corr"] > 0.9999 and r["top1_same"] for r in adapter["prompts"])
+
+
+def test_merged_route_quantizes_and_matches_torch(exported):
+    out, _, merged = exported
+    for q, min_corr in (("Q8_0", 0.999), ("Q4_K_M", 0.98)):
+        check_gguf(out / "m" / f"model-{q}.gguf")
+        assert merged["quantized"][q]["ok"]
+        assert all(r["corr"] > min_corr for r in merged["quantized"][q]["prompts"])
+
+
+def test_parity_failure_is_loud_and_keeps_the_report(tiny, trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "parity", lambda *a, **k: {"ok": False, "prompts": []})
+    with pytest.raises(Llm4dsrError, match="disagree"):
+        export.run(trained[0] / "adapter", tiny, "adapter", tmp_path, [], ["x"])
+    assert (tmp_path / "parity.json").exists()
+
+
+@pytest.fixture(scope="session")
+def scorer(tiny, exported):
+    return LlamaScorer(tiny.gguf_path, exported[0] / "a" / "adapter.gguf", threads=2)
+
+
+def test_full_title_matches_torch_likelihood(tiny, trained, scorer):
+    """full_title = log-likelihood of the title's tokens after the prompt, as torch computes it."""
+    from peft import PeftModel
+
+    model, tok = load_torch(tiny)
+    model = PeftModel.from_pretrained(model, str(trained[0] / "adapter")).eval()
+    names = [TITLES[i] for i in (3, 40, 42)]
+    first, full, ptoks = scorer.score(names)
+    for k, name in enumerate(names):
+        ctoks = scorer.title_tokens(name)
+        ids = torch.tensor([ptoks + ctoks])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(ids).logits[0].double(), -1)
+        steps = [lp[len(ptoks) - 1 + j, t].item() for j, t in enumerate(ctoks)]
+        assert math.isclose(first[k], steps[0], abs_tol=2e-3)
+        assert math.isclose(full[k], sum(steps), abs_tol=1e-2)
+
+
+def test_first_token_ties_shared_prefixes_full_title_separates(scorer):
+    names = [TITLES[40], TITLES[41], TITLES[5]]
+    first, full, _ = scorer.score(names)
+    assert first[0] == first[1]  # "Star Wars: Episode IV" / "... V" share their first token
+    assert full[0] != full[1]
+
+
+def test_score_units_probabilities_and_suggestions(scorer):
+    units = pd.DataFrame({"unit": [0, 1, 2], "items": [[1, 2, 40, 41], [42, 5], []]})
+    sugg = Suggester(scorer, TITLES)
+    first, full, suggestions, stats = score_units(scorer, units, TITLES, 2, "full_title", sugg, progress=False)
+    assert stats["skipped_empty"] == 1 and len(full) == 2
+    for df in (first, full):
+        for probs in df["probs"]:
+            assert math.isclose(sum(probs), 1.0, rel_tol=1e-9)
+    assert len(suggestions) == 4
+    for unit, item, title in zip(suggestions["unit"], suggestions["item"], suggestions["title"]):
+        assert TITLES[item] == title  # a real catalogue item ...
+        assert item not in units["items"][unit]  # ... never one already in the history
+
+
+def test_trie_decoding_only_yields_catalogue_titles(scorer):
+    sugg = Suggester(scorer, TITLES)
+    for k in range(3):
+        item, title = sugg.suggest([TITLES[i] for i in (1, 2, 3)], k, exclude={1, 2, 3})
+        assert item in TITLES and item not in (1, 2, 3)
+
+
+def test_greedy_decoding_grounds_unknown_titles(scorer):
+    sugg = Suggester(scorer, TITLES, decoding="greedy", max_tokens=8)
+    item, title = sugg.suggest([TITLES[i] for i in (1, 2, 3)], 0, exclude={1, 2, 3})
+    assert item in TITLES and TITLES[item] == title
+    assert sugg.unparsed == 1  # a random model does not write a catalogue title: counted, then grounded

@@ -1,0 +1,24 @@
+# Export stage: the adapter as a llama.cpp LoRA GGUF on top of the base GGUF (route
+# adapter), or merged, written as f16 GGUF and quantized (route merged). Either way a
+# parity check compares llama.cpp's logits with torch's and fails loudly on disagreement.
+
+
+rule export:
+    input:
+        adapter="results/{dataset}/finetune/adapter",
+    output:
+        models=export_outputs("{dataset}"),
+        parity="results/{dataset}/export/parity.json",
+    log:
+        "logs/export/{dataset}.log",
+    params:
+        export=config["export"],
+        llm=config["llm"],
+    threads: config["llm"]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/export.py"
