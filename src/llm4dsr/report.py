@@ -1,0 +1,69 @@
+"""Report stage: execute the report notebook with papermill, render it to offline HTML.
+
+The HTML must open without a network: images are embedded (inline PNG outputs), and
+the template's CDN scripts (require.js, MathJax, mermaid, widget manager) are removed;
+the notebook uses neither LaTeX nor widgets, so nothing is lost.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+from llm4dsr.io import Llm4dsrError, write_text
+
+log = logging.getLogger(__name__)
+
+# The lab template without its network scripts.
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+"""
+REMOTE_SCRIPT = re.compile(r"""<script[^>]*\ssrc=["']?(https?:)?//|import\(\s*["'](https?:)?//""", re.I)
+
+
+def to_html(notebook: str | Path) -> str:
+    """The executed notebook as one self-contained HTML page."""
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"offline.j2": OFFLINE_TEMPLATE})],
+                            template_file="offline.j2", embed_images=True)
+    html, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    check_offline(html, str(notebook))
+    return html
+
+
+def check_offline(html: str, name: str = "report.html") -> None:
+    """Raise if the page would fetch a script from the network."""
+    hit = REMOTE_SCRIPT.search(html)
+    if hit:
+        raise Llm4dsrError(f"{name}: the HTML loads a remote script ({html[hit.start():hit.start() + 80]!r})")
+
+
+def run(notebook: str | Path, out_notebook: str | Path, out_html: str | Path, parameters: Mapping[str, Any],
+        figures_dir: str | Path, kernel: str = "python3", cwd: str | Path | None = None) -> None:
+    """Execute ``notebook`` with ``parameters`` (plus figures_dir), write it and its HTML.
+
+    A failing cell raises papermill's PapermillExecutionError after the partly executed
+    notebook is written to ``out_notebook``, so the traceback can be read there.
+    """
+    import papermill as pm
+
+    figures_dir = Path(figures_dir)
+    if figures_dir.exists():
+        shutil.rmtree(figures_dir)  # no stale figures from an earlier configuration
+    figures_dir.mkdir(parents=True)
+    params = {**parameters, "figures_dir": str(figures_dir)}
+    log.info("executing %s with %s", notebook, params)
+    # the kernel spec "python3" runs the interpreter running this code (jupyter_client
+    # swaps a bare "python" for sys.executable), so the kernel sees the llm4dsr package
+    pm.execute_notebook(str(notebook), str(out_notebook), parameters=params, kernel_name=kernel,
+                        cwd=str(cwd) if cwd else None, progress_bar=False, log_output=False)
+    write_text(to_html(out_notebook), out_html)
+    log.info("wrote %s, %s and %d figures", out_notebook, out_html, len(list(figures_dir.glob("*.png"))))

@@ -1,0 +1,89 @@
+"""A small synthetic results tree holding every file the report notebook reads.
+
+The files are made by the package's own writers where one exists (units, detection
+metrics, results tables), so their formats are the documented ones (docs/outputs.md).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from denoise_synth import make_log
+
+from llm4dsr.backbone import aggregate
+from llm4dsr.correct import CHANGE_COLUMNS, select
+from llm4dsr.metrics import detection_report
+from llm4dsr.units import item_table, make_units
+
+DETECTORS = {"llm_full_title": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "combined": 2.0}
+THRESHOLD = {"kind": "percentile", "train": 60, "test": 90}
+HALF = 20  # items per community in denoise_synth: 2 * HALF items
+
+
+def scores(units: pd.DataFrame, signal: float, rng: np.random.Generator) -> pd.DataFrame:
+    """Per-item log-scores that rank noise higher by ``signal`` standard deviations."""
+    rows = []
+    for u, noise in zip(units["unit"], units["noise"]):
+        logp = signal * np.asarray(noise) + rng.normal(size=len(noise))
+        probs = np.exp(logp - logp.max())
+        rows.append((u, (probs / probs.sum()).tolist(), logp.tolist()))
+    return pd.DataFrame(rows, columns=["unit", "probs", "logp"])
+
+
+def backbone_json(path: Path, model: str, condition: str, seed: int, value: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    test = {f"{m}@{k}": value * k / 10 for m in ("hr", "ndcg") for k in (5, 10, 20)}
+    path.write_text(json.dumps({"model": model, "condition": condition, "seed": seed, "test": test,
+                                "valid": test, "best_epoch": 3, "train_seconds": 1.0}))
+
+
+def results_table(base: Path, conditions: list[str], models: list[str], rate: float, out: str) -> None:
+    """Backbone JSONs (quality falls with the noise rate) aggregated into {out}.csv / .md."""
+    rng = np.random.default_rng(len(out))
+    paths = []
+    for model in models:
+        for i, cond in enumerate(conditions):
+            for seed in (0, 1):
+                p = base / "backbone" / model / cond / f"seed{seed}.json"
+                backbone_json(p, model, cond, seed, 0.1 - rate * 0.2 + 0.005 * i + 0.003 * rng.normal())
+                paths.append(p)
+    aggregate(paths, base / f"{out}.csv", base / f"{out}.md")
+
+
+def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("uniform-0.0", "uniform-0.1", "popularity-0.1"),
+          main: str = "uniform-0.1") -> Path:
+    """Write results/{dataset}/... under ``root``; returns the dataset folder."""
+    rng = np.random.default_rng(0)
+    top = root / dataset
+    (top / "data").mkdir(parents=True)
+    n_items = 2 * HALF
+    pd.DataFrame({"item": np.arange(1, n_items + 1), "title": [f"Movie number {i} ({1950 + i})" for i in
+                  range(1, n_items + 1)], "raw_id": [str(i) for i in range(1, n_items + 1)],
+                  "count": rng.integers(1, 50, n_items)}).to_parquet(top / "data" / "items.parquet")
+    (top / "data" / "stats.json").write_text(json.dumps({"users": 40, "items": n_items, "interactions": 800}))
+    for noise in noises:
+        base = top / noise
+        rate = float(noise.rsplit("-", 1)[1])
+        seq, windows = make_log(rate=rate, seed=1)
+        units = make_units(seq, windows, "history", 5)
+        (base / "scores").mkdir(parents=True)
+        units.to_parquet(base / "units.parquet")
+        tables = {d: scores(units, s, rng) for d, s in DETECTORS.items()}
+        for d, t in tables.items():
+            t.to_parquet(base / "scores" / f"{d}.parquet")
+        (base / "detection.json").write_text(json.dumps(detection_report(units, tables, THRESHOLD)))
+        results_table(base, ["clean", "noisy", "llm4dsr", "popularity"], ["sasrec", "gru4rec"], rate, "results")
+        if noise == main:
+            results_table(base, ["noisy", "llm4dsr-p0", "llm4dsr-p50", "llm4dsr-p90"], ["sasrec"], rate, "sweep")
+            chosen = select(item_table(units, tables["llm_full_title"]), THRESHOLD, {"train": 2, "test": 1})
+            changes = chosen.assign(old_item=chosen["item"], new_item=(chosen["item"] % n_items) + 1,
+                                    was_noise=chosen["noise"])
+            (base / "correct" / "llm4dsr").mkdir(parents=True)
+            changes[CHANGE_COLUMNS].to_parquet(base / "correct" / "llm4dsr" / "changes.parquet")
+    (top / "finetune").mkdir()
+    steps = np.arange(1, 31)
+    pd.DataFrame({"step": steps, "loss": 2 / np.sqrt(steps) + 0.05 * rng.random(30), "tokens": 1200,
+                  "seconds": steps * 9.0}).to_csv(top / "finetune" / "loss.tsv", sep="\t", index=False)
+    return top

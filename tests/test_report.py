@@ -1,0 +1,78 @@
+"""The report notebook on a synthetic results tree: runs clean, draws every figure, and
+renders to HTML that loads nothing from the network."""
+from pathlib import Path
+
+import nbformat
+import pytest
+import report_synth
+
+from llm4dsr import figures, report
+from llm4dsr.io import Llm4dsrError
+
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "report.ipynb"
+NOISES = ["uniform-0.0", "uniform-0.1", "popularity-0.1"]
+# detection quality, calibration, NDCG bars, threshold, noise rate, LoRA loss, examples,
+# plus ROC/PR curves per setting with injected noise
+FIGURES = 7 + len(figures.injected(NOISES))
+
+
+def execute(tmp_path: Path, **params) -> tuple[nbformat.NotebookNode, str, Path]:
+    out = tmp_path / "report"
+    report.run(NOTEBOOK, out / "report.ipynb", out / "report.html",
+               {"dataset": "synth", "results_dir": str(tmp_path / "results"), "noise_settings": NOISES,
+                "main_noise": "uniform-0.1", "detection_csv": str(out / "detection.csv"), **params},
+               figures_dir=out / "figures")
+    return nbformat.read(out / "report.ipynb", as_version=4), (out / "report.html").read_text(), out
+
+
+def outputs(nb: nbformat.NotebookNode, kind: str) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == kind]
+
+
+def images(nb: nbformat.NotebookNode) -> int:
+    return sum("image/png" in o.get("data", {}) for o in outputs(nb, "display_data"))
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("full")
+    report_synth.build(tmp / "results", noises=tuple(NOISES))
+    return execute(tmp)
+
+
+def test_every_figure_drawn_without_errors(full):
+    nb, html, out = full
+    assert not outputs(nb, "error")
+    assert images(nb) == FIGURES
+    assert len(list((out / "figures").glob("*.png"))) == FIGURES
+    assert (out / "detection.csv").read_text().startswith("noise,detector,roc_auc")
+    assert "note:" not in "".join(o.get("text", "") for o in outputs(nb, "stream"))
+
+
+def test_html_is_offline_and_holds_the_figures(full):
+    nb, html, _ = full
+    report.check_offline(html)
+    assert "<script src=" not in html and "cdnjs" not in html
+    assert html.count('src="data:image/png;base64') == FIGURES
+    assert "ROC-AUC from best to worst" in html  # the computed prose made it into the page
+
+
+def test_missing_optional_inputs_are_skipped_with_a_note(tmp_path):
+    top = report_synth.build(tmp_path / "results", noises=tuple(NOISES))
+    for p in [top / "uniform-0.1" / "sweep.csv", top / "finetune" / "loss.tsv",
+              *top.glob("*/scores/combined.parquet"), *top.glob("*/detection.json")]:
+        p.unlink()
+    nb, html, out = execute(tmp_path, detectors=["llm_full_title", "popularity", "combined"])
+    assert not outputs(nb, "error")
+    notes = "".join(o.get("text", "") for o in outputs(nb, "stream"))
+    assert "sweep.csv not found" in notes and "loss.tsv not found" in notes and "combined.parquet not found" in notes
+    # without detection.json there is no quality bar chart nor calibration; no sweep, no loss
+    assert images(nb) == FIGURES - 4
+
+
+def test_remote_scripts_are_refused():
+    with pytest.raises(Llm4dsrError, match="remote script"):
+        report.check_offline('<html><script src="https://cdn.example.org/require.js"></script></html>')
+    with pytest.raises(Llm4dsrError, match="remote script"):
+        report.check_offline('<script type="module">await import("https://cdn.example.org/m.mjs")</script>')
+    report.check_offline("<script>var x = 1;</script>")
