@@ -129,6 +129,121 @@ def response_loss(peft_model, input_ids, attn, labels):
     return F.cross_entropy(logits.float(), tgt[mask])
 
 
+def tokenize_candidates(examples: list[dict], tokenizer, cutoff: int) -> list[dict]:
+    """Per example: prompt ids, one token branch per distinct history title (display form +
+    closing quote, exactly what the full-title scorer reads), the index of the noise
+    branch, and (when the example has one) the response, for the suggestion's LM loss."""
+    out = []
+    for ex in examples:
+        p = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
+        titles = list(dict.fromkeys(ex["candidates"]))
+        branches = [tokenizer(prompts.display_title(t) + prompts.END, add_special_tokens=False)["input_ids"]
+                    for t in titles]
+        response = None
+        if ex.get("response"):
+            response = tokenizer(ex["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(p) + sum(map(len, branches)) + len(response or ()) > cutoff:
+            raise Llm4dsrError(f"finetune.cutoff={cutoff}: an example packs more tokens than the cutoff")
+        out.append({"prompt": p, "branches": branches, "response": response,
+                    "noise": titles.index(ex["candidates"][ex["noise_index"]])})
+    return out
+
+
+def _packed_batch(packed: list[dict], idx, pad_id):
+    """Pack the prompt, every candidate branch and the response of each example into one
+    sequence. A 4D mask lets each branch see the prompt and itself only, and positions
+    restart after the prompt, so each branch is scored as if it alone followed the prompt,
+    in one forward pass. Branch k < len(branches) is a candidate; the response comes last."""
+    import torch
+
+    rows = [packed[i] for i in idx]
+    all_branches = [r["branches"] + ([r["response"]] if r["response"] else []) for r in rows]
+    width = max(len(r["prompt"]) + sum(map(len, br)) for r, br in zip(rows, all_branches))
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    block = torch.full((len(rows), width), -2, dtype=torch.long)  # -1 prompt, k branch k, -2 padding
+    # per scored token: (example, position whose output predicts it, token, branch)
+    gb, gsrc, gtok, gbr = [], [], [], []
+    for b, (r, branches) in enumerate(zip(rows, all_branches)):
+        n = len(r["prompt"])
+        input_ids[b, :n] = torch.tensor(r["prompt"])
+        position_ids[b, :n] = torch.arange(n)
+        block[b, :n] = -1
+        start = n
+        for k, br in enumerate(branches):
+            m = len(br)
+            input_ids[b, start:start + m] = torch.tensor(br)
+            position_ids[b, start:start + m] = torch.arange(n, n + m)
+            block[b, start:start + m] = k
+            gb += [b] * m
+            gsrc += [n - 1] + list(range(start, start + m - 1))
+            gtok += br
+            gbr += [k] * m
+            start += m
+    i = torch.arange(width)
+    causal = i[None, :] <= i[:, None]
+    same = (block[:, None, :] == -1) | (block[:, None, :] == block[:, :, None])
+    mask = (causal[None] & same) | torch.eye(width, dtype=torch.bool)[None]  # padding sees itself: no NaN
+    return input_ids, position_ids, mask[:, None], tuple(torch.tensor(x) for x in (gb, gsrc, gtok, gbr))
+
+
+def branch_logliks(peft_model, packed: list[dict], idx, pad_id):
+    """(summed log-likelihood per branch [B, max branches], per-token log-probs, token example
+    ids, token branch ids) for the examples ``idx``."""
+    import torch
+
+    device = next(peft_model.parameters()).device
+    input_ids, position_ids, mask, (gb, gsrc, gtok, gbr) = (
+        x.to(device) if hasattr(x, "to") else tuple(t.to(device) for t in x)
+        for x in _packed_batch(packed, idx, pad_id))
+    base = peft_model.get_base_model()
+    hidden = base.model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask).last_hidden_state
+    logp = torch.log_softmax(base.lm_head(hidden[gb, gsrc]).float(), -1)
+    tok_lp = logp.gather(1, gtok[:, None])[:, 0]
+    n_br = int(gbr.max()) + 1
+    sums = torch.zeros(len(idx) * n_br, device=device).index_add(0, gb * n_br + gbr, tok_lp).view(len(idx), n_br)
+    return sums, tok_lp, gb, gbr
+
+
+def candidates_loss(peft_model, packed: list[dict], idx, pad_id):
+    """Cross-entropy over the likelihoods of the history's own titles (the quantity the
+    full-title scorer reads) + the LM loss of the response (so suggestions are learnt too)."""
+    import torch
+    import torch.nn.functional as F
+
+    sums, tok_lp, gb, gbr = branch_logliks(peft_model, packed, idx, pad_id)
+    losses = []
+    for b, i in enumerate(idx):
+        k = len(packed[i]["branches"])
+        loss = F.cross_entropy(sums[b, :k][None], torch.tensor([packed[i]["noise"]], device=sums.device))
+        if packed[i]["response"]:
+            loss = loss - tok_lp[(gb == b) & (gbr == k)].mean()
+        losses.append(loss)
+    return torch.stack(losses).mean()
+
+
+def heldout_metrics(peft_model, packed: list[dict], pad_id, batch_size: int = 8) -> dict:
+    """Top-1 and ROC-AUC of the full-title scores on held-out self-supervised examples."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    was_training = peft_model.training
+    peft_model.eval()
+    y, p, top1 = [], [], []
+    with torch.no_grad():
+        for s in range(0, len(packed), batch_size):
+            idx = list(range(s, min(s + batch_size, len(packed))))
+            sums = branch_logliks(peft_model, packed, idx, pad_id)[0]
+            for b, i in enumerate(idx):
+                k = len(packed[i]["branches"])
+                probs = torch.softmax(sums[b, :k], 0).cpu().numpy()
+                y += [int(j == packed[i]["noise"]) for j in range(k)]
+                p += probs.tolist()
+                top1.append(float(probs.argmax() == packed[i]["noise"]))
+    peft_model.train(was_training)
+    return {"top1": float(np.mean(top1)), "roc_auc": float(roc_auc_score(y, p)), "examples": len(packed)}
+
+
 def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     """Indices of the batch for ``step``: epochs are seeded permutations, so resuming is exact."""
     per_epoch = max(1, n_examples // batch_size)
@@ -158,9 +273,13 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: dict, steps: int, batch_size: int,
           lr: float, cutoff: int = 512, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
-          warmup: int = 5, progress: bool = True) -> dict:
+          warmup: int = 5, progress: bool = True, objective: str = "generate",
+          heldout: list[dict] | None = None, eval_every: int = 0) -> dict:
     """LoRA-train ``model`` on ``examples``; write ``out_dir/adapter`` and ``out_dir/loss.tsv``.
 
+    With ``heldout`` examples and ``eval_every`` > 0, the full-title detection quality on
+    them is measured before training, every ``eval_every`` steps and at the end, and
+    written to ``out_dir/learning_curve.tsv`` (the curve that chooses the recipe).
     Resumes from ``out_dir/checkpoints`` when a previous run was interrupted.
     """
     import torch
@@ -177,10 +296,14 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
-    tokenized = tokenize(examples, tokenizer, cutoff)
+    if objective == "candidates":
+        tokenized = tokenize_candidates(examples, tokenizer, cutoff)
+    else:
+        tokenized = tokenize(examples, tokenizer, cutoff)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    start, history = 0, []
+    held = tokenize_candidates(heldout, tokenizer, 10 ** 6) if heldout and eval_every else None
+    start, history, curve = 0, [], []
     last = _latest_checkpoint(ckpt_dir)
     if last is not None:
         state = torch.load(last / "state.pt", weights_only=False)
@@ -190,28 +313,42 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        start, history = state["step"], state["history"]
+        start, history, curve = state["step"], state["history"], state.get("curve", [])
         log.info("resuming from %s (step %d of %d)", last, start, steps)
 
+    def measure(step: int) -> None:
+        m = heldout_metrics(peft_model, held, pad)
+        curve.append({"step": step, "examples_seen": step * batch_size, **m})
+        log.info("held-out at step %d: top-1 %.3f, ROC-AUC %.3f", step, m["top1"], m["roc_auc"])
+
     peft_model.train()
+    if held and start == 0:
+        measure(0)
     t0 = time.time()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="LoRA", disable=not progress)
     for step in bar:
         idx = batch_indices(len(tokenized), batch_size, step, seed)
-        input_ids, attn, labels = (t.to(device) for t in _batch(tokenized, idx, pad))
-        loss = response_loss(peft_model, input_ids, attn, labels)
+        if objective == "candidates":
+            loss = candidates_loss(peft_model, tokenized, idx, pad)
+            n_tokens = sum(len(tokenized[i]["prompt"]) + sum(map(len, tokenized[i]["branches"])) for i in idx)
+        else:
+            input_ids, attn, labels = (t.to(device) for t in _batch(tokenized, idx, pad))
+            loss = response_loss(peft_model, input_ids, attn, labels)
+            n_tokens = int(attn.sum())
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        history.append({"step": step + 1, "loss": loss.item(), "tokens": int(attn.sum()),
+        history.append({"step": step + 1, "loss": loss.item(), "tokens": n_tokens,
                         "seconds": round(time.time() - t0, 3)})
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if not math.isfinite(float(loss)):
-            raise Llm4dsrError(f"finetune: loss became {float(loss)} at step {step + 1} (lower finetune.lr)")
+        if not math.isfinite(loss.item()):
+            raise Llm4dsrError(f"finetune: loss became {loss.item()} at step {step + 1} (lower finetune.lr)")
+        if held and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            measure(step + 1)
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save_checkpoint(peft_model, opt, sched, step + 1, history, ckpt_dir)
+            _save_checkpoint(peft_model, opt, sched, step + 1, history, curve, ckpt_dir)
             log.info("step %d/%d loss %.4f (%.1f s)", step + 1, steps, float(loss), time.time() - t0)
 
     with atomic_dir(out_dir / "adapter") as tmp:
@@ -219,17 +356,19 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     lines = ["step\tloss\ttokens\tseconds"] + [f"{h['step']}\t{h['loss']:.6f}\t{h['tokens']}\t{h['seconds']}"
                                               for h in history]
     write_text("\n".join(lines) + "\n", out_dir / "loss.tsv")
+    if held:
+        write_text(pd.DataFrame(curve).to_csv(sep="\t", index=False), out_dir / "learning_curve.tsv")
     return {"steps": steps, "first_loss": history[0]["loss"] if history else None,
-            "last_loss": history[-1]["loss"] if history else None, "model": peft_model}
+            "last_loss": history[-1]["loss"] if history else None, "curve": curve, "model": peft_model}
 
 
-def _save_checkpoint(peft_model, opt, sched, step, history, ckpt_dir: Path) -> None:
+def _save_checkpoint(peft_model, opt, sched, step, history, curve, ckpt_dir: Path) -> None:
     import torch
     from peft import get_peft_model_state_dict
 
     state = {"lora": get_peft_model_state_dict(peft_model), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
-             "history": history}
+             "history": history, "curve": curve}
     with atomic_dir(ckpt_dir / f"step-{step:06d}") as tmp:
         torch.save(state, tmp / "state.pt")
     for old in ckpt_dir.glob("step-*"):  # keep the newest only: the adapter is small, disk is not free
@@ -265,7 +404,7 @@ def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dic
     out_dir = Path(out_dir)
     windows = read_parquet(windows_path, ["split", "user", "target_pos", "history_clean", "target_clean"])
     items = read_parquet(items_path, ["item", "title", "count"])
-    heldout = read_parquet(heldout_units_path, ["user", "positions"])
+    heldout = read_parquet(heldout_units_path, ["user", "positions", "items", "noise"])
     titles = dict(zip(items["item"].astype(int), items["title"]))
     counts = np.zeros(int(items["item"].max()) + 1)
     counts[items["item"].to_numpy()] = items["count"].to_numpy()
@@ -277,9 +416,13 @@ def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dic
 
     base = resolve(llm_cfg["base_model"], llm_cfg.get("gguf_file"))
     model, tok = load_torch(base)
+    held = [{"prompt": prompts.prompt([titles[int(i)] for i in its]), "candidates": [titles[int(i)] for i in its],
+             "noise_index": int(np.argmax(nz))} for its, nz in zip(heldout["items"], heldout["noise"])]
     result = train(model, tok, examples, out_dir, lora=ft_cfg["lora"], steps=ft_cfg["steps"],
                    batch_size=ft_cfg["batch_size"], lr=ft_cfg["lr"], cutoff=ft_cfg.get("cutoff", 512), seed=seed,
-                   checkpoint_every=ft_cfg.get("checkpoint_every", 20), threads=threads)
+                   checkpoint_every=ft_cfg.get("checkpoint_every", 20), threads=threads,
+                   objective=ft_cfg.get("objective", "generate"), heldout=held[: ft_cfg.get("curve_examples", 100)],
+                   eval_every=ft_cfg.get("eval_every", 25))
     log.info("LoRA: %d steps, loss %.4f -> %.4f", result["steps"], result["first_loss"] or float("nan"),
              result["last_loss"] or float("nan"))
     return result
