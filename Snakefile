@@ -19,6 +19,7 @@ include: "workflow/rules/score.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/correct.smk"
 include: "workflow/rules/backbone.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

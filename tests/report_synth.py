@@ -32,6 +32,14 @@ def scores(units: pd.DataFrame, signal: float, rng: np.random.Generator) -> pd.D
     return pd.DataFrame(rows, columns=["unit", "probs", "logp"])
 
 
+def suggestions(items: pd.DataFrame, n_items: int, top_k: int = 3) -> pd.DataFrame:
+    """suggestions.parquet of rule score: the next item id for each unit's top-k suspects."""
+    top = items.sort_values(["unit", "prob"], ascending=[True, False]).groupby("unit").head(top_k)
+    item = top["item"] % n_items + 1
+    return pd.DataFrame({"unit": top["unit"], "index": top["idx"], "pos": top["pos"], "rank": 0, "item": item,
+                         "title": [f"Movie number {i}" for i in item]}).reset_index(drop=True)
+
+
 def backbone_json(path: Path, model: str, condition: str, seed: int, value: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     test = {f"{m}@{k}": value * k / 10 for m in ("hr", "ndcg") for k in (5, 10, 20)}
@@ -69,7 +77,8 @@ def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("unifor
         seq, windows = make_log(rate=rate, seed=1)
         units = make_units(seq, windows, "history", 5)
         (base / "scores").mkdir(parents=True)
-        units.to_parquet(base / "units.parquet")
+        for name, df in (("sequences", seq), ("windows", windows), ("units", units)):
+            df.to_parquet(base / f"{name}.parquet")
         tables = {d: scores(units, s, rng) for d, s in DETECTORS.items()}
         for d, t in tables.items():
             t.to_parquet(base / "scores" / f"{d}.parquet")
@@ -82,6 +91,7 @@ def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("unifor
                                     was_noise=chosen["noise"])
             (base / "correct" / "llm4dsr").mkdir(parents=True)
             changes[CHANGE_COLUMNS].to_parquet(base / "correct" / "llm4dsr" / "changes.parquet")
+            suggestions(item_table(units, tables["llm_full_title"]), n_items).to_parquet(base / "suggestions.parquet")
     (top / "finetune").mkdir()
     steps = np.arange(1, 31)
     pd.DataFrame({"step": steps, "loss": 2 / np.sqrt(steps) + 0.05 * rng.random(30), "tokens": 1200,

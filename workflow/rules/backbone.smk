@@ -27,7 +27,7 @@ rule backbone:
         "results/{dataset}/{noise}/backbone/{model}/{condition}/seed{seed}.json",
     wildcard_constraints:
         model="|".join(config["backbone"]["models"]),
-        condition="|".join(config["backbone"]["conditions"]),
+        condition=BACKBONE_CONDITIONS,  # configured conditions + threshold sweep (common.smk)
         seed=r"\d+",
     log:
         "logs/backbone/{dataset}/{noise}/{model}/{condition}/seed{seed}.log",

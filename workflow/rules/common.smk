@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints, and every input function and config lookup
 # the rules share. Rules stay thin: each names files and calls one package function.
+import os
 import re
 
 from snakemake.utils import validate
@@ -27,7 +28,7 @@ def all_outputs():
         targets.append(f"results/{d}/data/stats.json")
         targets.append(f"results/{d}/export/parity.json")
         targets += [f"results/{d}/{n}/detection.json" for n in NOISES]
-    return targets + backbone_tables()
+    return targets + backbone_tables() + report_outputs()
 
 
 # detection and correction (detect.smk, correct.smk)
@@ -124,3 +125,83 @@ def backbone_results(wildcards):
 def backbone_tables():
     """The results table of every dataset and noise setting."""
     return expand("results/{dataset}/{noise}/results.md", dataset=DATASETS, noise=NOISES)
+
+
+# report and correction-threshold sweep (report.smk) ------------------------------------
+REPORT = config.get("report", {})
+SWEEP = [f"{t:g}" for t in REPORT.get("threshold_sweep", [0, 50, 70, 90])]  # percentiles
+SWEEP_CONDITIONS = [f"llm4dsr-p{t}" for t in SWEEP]  # made by rule correct_sweep
+BACKBONE_CONDITIONS = "|".join(re.escape(c) for c in config["backbone"]["conditions"] + SWEEP_CONDITIONS)
+
+
+def report_noise():
+    """The setting of the detection curves, the sweep and the examples."""
+    injected = [n for n in NOISES if float(n.rsplit("-", 1)[1]) > 0]
+    noise = REPORT.get("noise") or (injected or NOISES)[0]
+    if noise not in NOISES:
+        raise ValueError(f"config.yaml: report.noise {noise!r} is not one of noise.settings {NOISES}")
+    return noise
+
+
+def sweep_models():
+    models = REPORT.get("sweep_models") or config["backbone"]["models"][:1]
+    extra = sorted(set(models) - set(config["backbone"]["models"]))
+    if extra:
+        raise ValueError(f"config.yaml: report.sweep_models {extra} are not in backbone.models")
+    return models
+
+
+def sweep_correct(wildcards):
+    """config `correct` with the sweep's percentile threshold on train and test alike."""
+    t = float(wildcards.threshold)
+    return {**config["correct"], "threshold": {"kind": "percentile", "train": t, "test": t}}
+
+
+def sweep_results(wildcards):
+    """The sweep's backbone runs, with `noisy` as the table's reference."""
+    return expand(
+        "results/{dataset}/{noise}/backbone/{model}/{condition}/seed{seed}.json",
+        dataset=wildcards.dataset,
+        noise=wildcards.noise,
+        model=sweep_models(),
+        condition=["noisy", *SWEEP_CONDITIONS],
+        seed=config["backbone"]["seeds"],
+    )
+
+
+def report_inputs(wildcards):
+    """Every workflow output the report notebook reads."""
+    top, main = f"results/{wildcards.dataset}", report_noise()
+    inputs = {
+        "notebook": os.path.join(workflow.basedir, "notebooks", "report.ipynb"),
+        "stats": f"{top}/data/stats.json",
+        "catalogue": f"{top}/data/items.parquet",
+        "loss": f"{top}/finetune/loss.tsv",
+        "detection": [f"{top}/{n}/detection.json" for n in NOISES],
+        "results": [f"{top}/{n}/results.csv" for n in NOISES],
+        "units": [f"{top}/{n}/units.parquet" for n in NOISES],
+        "scores": [f"{top}/{n}/scores/{d}.parquet" for n in NOISES for d in detection_detectors()],
+        "changes": f"{top}/{main}/correct/llm4dsr/changes.parquet",
+    }
+    if SWEEP:
+        inputs["sweep"] = f"{top}/{main}/sweep.csv"
+    return inputs
+
+
+def report_parameters(wildcards):
+    """The notebook's papermill parameters (its `parameters` cell documents each)."""
+    return {
+        "dataset": wildcards.dataset,
+        "results_dir": "results",
+        "noise_settings": NOISES,
+        "main_noise": report_noise(),
+        "detectors": detection_detectors(),
+        "llm_main": LLM_MAIN,
+        "threshold": config["correct"]["threshold"],
+        "n_examples": REPORT.get("examples", 4),
+        "seed": config["seed"],
+    }
+
+
+def report_outputs():
+    return [f"results/{d}/report/report.html" for d in DATASETS]

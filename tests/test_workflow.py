@@ -1,0 +1,106 @@
+"""The workflow as a whole: the SLURM profile's dry run, the linter, and the report end
+(threshold sweep -> backbones -> sweep table -> report notebook -> snakemake --report)
+on a synthetic results tree.
+
+No sbatch/sinfo stubs are needed: a dry run never starts the executor plugin, it only
+parses the profile (which needs the plugin installed) and prints each job's resources.
+"""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import report_synth
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> str:
+    out = subprocess.run([*SNAKEMAKE, "-d", str(workdir), *args], capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout + out.stderr
+
+
+def job_resources(dry_run: str) -> dict[str, list[str]]:
+    """rule name -> the resources line of each of its jobs in a dry run's output."""
+    found: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule )", dry_run):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if head and res:
+            found.setdefault(head.group(1), []).append(res.group(1))
+    return found
+
+
+def test_slurm_dry_run_places_gpu_jobs(tmp_path):
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())  # fresh: every job listed
+    out = snakemake(tmp_path, "--profile", str(ROOT / "workflow" / "profiles" / "slurm"), "-n")
+    assert "Using profile" in out and "profiles/slurm" in out
+    res = job_resources(out)
+    for rule in ("finetune", "score", "score_selfsup"):
+        assert res[rule] and all("gpu=1" in r and "runtime=" in r and "mem_mb=" in r for r in res[rule]), rule
+    for rule in ("backbone", "correct", "correct_sweep", "report", "data"):
+        assert res[rule] and not any("gpu=1" in r for r in res[rule]), rule
+    assert all("mem_mb=" in r and "runtime=" in r for rs in res.values() for r in rs)
+
+
+def test_lint_is_clean():
+    out = subprocess.run([*SNAKEMAKE, "-d", str(ROOT), "--lint"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Congratulations" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory):
+    """The report end of the workflow on a synthetic tree: everything upstream of the
+    sweep's corrections is taken as given (--allowed-rules), so only it, its backbones,
+    the sweep table and the report run."""
+    wd = tmp_path_factory.mktemp("wf")
+    noises = ("uniform-0.0", "uniform-0.1", "popularity-0.1")
+    top = report_synth.build(wd / "results", noises=noises)
+    for p in [top / "uniform-0.1" / "sweep.csv", *top.glob("uniform-0.1/backbone/*/llm4dsr-p*")]:
+        p.unlink() if p.is_file() else [f.unlink() for f in p.iterdir()]
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["datasets"] = {"synth": {"source": "local", "interactions": "none.csv", "items": "none.csv"}}
+    cfg["noise"]["settings"] = list(noises)
+    cfg["backbone"].update(models=["sasrec", "gru4rec"], conditions=["clean", "noisy", "llm4dsr", "popularity"],
+                           seeds=[0], hidden=8, max_epochs=2, patience=1)
+    cfg["report"] = {"noise": "uniform-0.1", "threshold_sweep": [0, 90], "sweep_models": ["sasrec"], "examples": 3}
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    allowed = ["--allowed-rules", "correct_sweep", "backbone", "sweep_table", "report"]
+    target = "results/synth/report/report.html"
+    out = snakemake(wd, target, "--cores", "2", *allowed)  # the target first: --allowed-rules takes a list
+    snakemake(wd, target, "--report", "snakemake_report.html", *allowed)
+    return wd, top, out
+
+
+def test_sweep_conditions_are_corrected_and_trained(report_run):
+    wd, top, out = report_run
+    changes = {t: pd.read_parquet(top / "uniform-0.1" / "correct" / f"llm4dsr-p{t}" / "changes.parquet")
+               for t in (0, 90)}
+    assert len(changes[0]) > len(changes[90]) > 0  # a lower threshold corrects more
+    sweep = pd.read_csv(top / "uniform-0.1" / "sweep.csv")
+    assert set(sweep["condition"]) == {"noisy", "llm4dsr-p0", "llm4dsr-p90"} and set(sweep["model"]) == {"sasrec"}
+    assert (top / "uniform-0.1" / "backbone" / "sasrec" / "llm4dsr-p0" / "seed0.json").exists()
+
+
+def test_report_rule_writes_notebook_html_and_figures(report_run):
+    wd, top, _ = report_run
+    out = top / "report"
+    assert (out / "report.ipynb").exists() and (out / "detection.csv").exists()
+    html = (out / "report.html").read_text()
+    assert "<script src=" not in html
+    names = {p.stem for p in (out / "figures").glob("*.png")}
+    assert {"detection_quality", "calibration", "ndcg_bars", "threshold", "noise_rate", "lora_loss",
+            "examples", "detection_curves_uniform-0.1", "detection_curves_popularity-0.1"} == names
+    assert (wd / "logs" / "report" / "synth.log").exists()
+
+
+def test_snakemake_report_holds_the_figures(report_run):
+    wd, _, _ = report_run
+    page = (wd / "snakemake_report.html").read_text()
+    for name in ("threshold.png", "examples.png", "report.html", "detection.csv", "sweep.csv"):
+        assert name in page, name
