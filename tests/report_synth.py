@@ -96,4 +96,7 @@ def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("unifor
     steps = np.arange(1, 31)
     pd.DataFrame({"step": steps, "loss": 2 / np.sqrt(steps) + 0.05 * rng.random(30), "tokens": 1200,
                   "seconds": steps * 9.0}).to_csv(top / "finetune" / "loss.tsv", sep="\t", index=False)
+    pd.DataFrame({"step": [0, 15, 30], "examples_seen": [0, 120, 240], "top1": [0.1, 0.2, 0.3],
+                  "roc_auc": [0.5, 0.6, 0.7], "examples": 100}).to_csv(top / "finetune" / "learning_curve.tsv",
+                                                                          sep="\t", index=False)
     return top

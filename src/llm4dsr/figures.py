@@ -362,19 +362,32 @@ def fig_noise_rate(results: dict[str, pd.DataFrame], metric: str = "ndcg@10"):
 
 # fine-tuning
 
-def fig_loss(loss: pd.DataFrame | None):
-    """LoRA training loss per step, with a moving average."""
+def fig_loss(loss: pd.DataFrame | None, curve: pd.DataFrame | None = None, objective: str = "generate"):
+    """LoRA training loss per step (moving mean), and the held-out detection learning curve
+    (learning_curve.tsv) beside it when fine-tuning measured one."""
     import matplotlib.pyplot as plt
 
     if loss is None or loss.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+    panels = 2 if curve is not None and not curve.empty else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4), squeeze=False)
+    ax = axes[0, 0]
     ax.plot(loss["step"], loss["loss"], lw=0.8, alpha=0.5, label="per step")
     span = max(1, len(loss) // 20)
     ax.plot(loss["step"], loss["loss"].rolling(span, min_periods=1).mean(), lw=2, label=f"moving mean ({span} steps)")
-    ax.set(xlabel="LoRA step (one batch)", ylabel="training loss (nats per response token)",
-           title=f"LoRA fine-tuning loss: {len(loss)} steps in {loss['seconds'].iloc[-1] / 60:.1f} min")
+    unit = "nats per example, over its history's titles" if objective == "candidates" else "nats per response token"
+    ax.set(xlabel="LoRA step (one batch)", ylabel=f"training loss ({unit})",
+           title=f"Training loss: {len(loss)} steps in {loss['seconds'].iloc[-1] / 60:.1f} min")
     ax.legend()
+    if panels == 2:
+        ax = axes[0, 1]
+        for metric in ("roc_auc", "top1"):
+            ax.plot(curve["step"], curve[metric], marker="o", label=metric_label(metric))
+        ax.axhline(0.5, color="k", ls=":", lw=1, label="chance ROC-AUC")
+        ax.set(xlabel="LoRA step (one batch)", ylabel="held-out detection quality (0-1)", ylim=(0, 1),
+               title=f"Whole-title detection on {int(curve['examples'].iloc[-1])} held-out self-supervised examples")
+        ax.legend()
+    fig.suptitle("LoRA fine-tuning")
     fig.tight_layout()
     return fig
 

@@ -197,6 +197,7 @@ def report_parameters(wildcards):
         "main_noise": report_noise(),
         "detectors": detection_detectors(),
         "llm_main": LLM_MAIN,
+        "objective": config["finetune"].get("objective", "generate"),
         "threshold": config["correct"]["threshold"],
         "n_examples": REPORT.get("examples", 4),
         "seed": config["seed"],
