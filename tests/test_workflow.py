@@ -6,6 +6,7 @@ No sbatch/sinfo stubs are needed: a dry run never starts the executor plugin, it
 parses the profile (which needs the plugin installed) and prints each job's resources.
 """
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,8 +62,9 @@ def report_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("wf")
     noises = ("uniform-0.0", "uniform-0.1", "popularity-0.1")
     top = report_synth.build(wd / "results", noises=noises)
-    for p in [top / "uniform-0.1" / "sweep.csv", *top.glob("uniform-0.1/backbone/*/llm4dsr-p*")]:
-        p.unlink() if p.is_file() else [f.unlink() for f in p.iterdir()]
+    (top / "uniform-0.1" / "sweep.csv").unlink()  # the sweep is what this run must make
+    for runs in top.glob("uniform-0.1/backbone/*/llm4dsr-p*"):
+        shutil.rmtree(runs)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["datasets"] = {"synth": {"source": "local", "interactions": "none.csv", "items": "none.csv"}}
     cfg["noise"]["settings"] = list(noises)
