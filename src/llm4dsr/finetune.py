@@ -356,8 +356,8 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     lines = ["step\tloss\ttokens\tseconds"] + [f"{h['step']}\t{h['loss']:.6f}\t{h['tokens']}\t{h['seconds']}"
                                               for h in history]
     write_text("\n".join(lines) + "\n", out_dir / "loss.tsv")
-    if held:
-        write_text(pd.DataFrame(curve).to_csv(sep="\t", index=False), out_dir / "learning_curve.tsv")
+    columns = ["step", "examples_seen", "top1", "roc_auc", "examples"]
+    write_text(pd.DataFrame(curve, columns=columns).to_csv(sep="\t", index=False), out_dir / "learning_curve.tsv")
     return {"steps": steps, "first_loss": history[0]["loss"] if history else None,
             "last_loss": history[-1]["loss"] if history else None, "curve": curve, "model": peft_model}
 

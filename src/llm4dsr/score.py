@@ -51,6 +51,7 @@ class LlamaScorer:
             check_gguf(lora_path)
         self.llm = Llama(model_path=str(model_path), lora_path=str(lora_path) if lora_path else None,
                          n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, logits_all=True,
+                         n_gpu_layers=-1,  # every layer on the GPU when llama.cpp was built with one
                          seed=seed, verbose=False)
         self.n_ctx = n_ctx
         self._title_tokens: dict[str, list[int]] = {}

@@ -11,6 +11,7 @@ rule finetune:
     output:
         adapter=directory("results/{dataset}/finetune/adapter"),
         loss="results/{dataset}/finetune/loss.tsv",
+        curve="results/{dataset}/finetune/learning_curve.tsv",
         examples="results/{dataset}/finetune/sft_train.jsonl",
     log:
         "logs/finetune/{dataset}.log",
