@@ -378,24 +378,19 @@ def _save_checkpoint(peft_model, opt, sched, step, history, curve, ckpt_dir: Pat
 
 # ---------------------------------------------------------------- the workflow step
 
-def heldout_mask(windows: pd.DataFrame, heldout_units: pd.DataFrame, max_history: int) -> np.ndarray:
-    """True for windows that share an interaction with a held-out unit's window.
+def heldout_mask(windows: pd.DataFrame, heldout_units: pd.DataFrame) -> np.ndarray:
+    """True for the windows the held-out self-supervised units were made from.
 
-    Sliding windows overlap, so leaving out only the held-out windows themselves would
-    still train on their items; windows of the same user within ``max_history``
-    positions are left out too.
+    Those windows never become fine-tuning examples. Their neighbours (the same user's
+    overlapping windows) may, just as every train block the model later scores was
+    fine-tuning material: the held-out set measures the task on unseen examples, not on
+    unseen users. Leaving out all overlapping windows would remove most of a small log.
     """
-    held = {}
-    for user, positions in zip(heldout_units["user"], heldout_units["positions"]):
-        if len(positions):
-            held.setdefault(int(user), []).append(int(positions[-1]) + 1)
-    mask = np.zeros(len(windows), dtype=bool)
-    for k, (user, tp) in enumerate(zip(windows["user"], windows["target_pos"])):
-        mask[k] = any(abs(int(tp) - h) <= max_history for h in held.get(int(user), ()))
-    return mask
+    held = {(int(u), int(p[-1]) + 1) for u, p in zip(heldout_units["user"], heldout_units["positions"]) if len(p)}
+    return np.array([(int(u), int(t)) in held for u, t in zip(windows["user"], windows["target_pos"])], dtype=bool)
 
 
-def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dict, max_history: int, seed: int,
+def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dict, seed: int,
         out_dir, threads: int | None = None) -> dict:
     """Build the fine-tuning examples and LoRA-train the configured base model."""
     from .io import read_parquet
@@ -408,8 +403,8 @@ def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dic
     titles = dict(zip(items["item"].astype(int), items["title"]))
     counts = np.zeros(int(items["item"].max()) + 1)
     counts[items["item"].to_numpy()] = items["count"].to_numpy()
-    pool = windows[~heldout_mask(windows, heldout, max_history)]
-    log.info("%d train windows, %d left after removing those overlapping the %d held-out units",
+    pool = windows[~heldout_mask(windows, heldout)]
+    log.info("%d train windows, %d left after removing the %d held-out ones",
              int((windows["split"] == "train").sum()), int((pool["split"] == "train").sum()), len(heldout))
     examples = make_examples(pool, titles, ft_cfg["samples"], seed, ft_cfg.get("replace_with", "uniform"), counts)
     write_examples(examples, out_dir / "sft_train.jsonl")

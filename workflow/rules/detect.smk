@@ -14,6 +14,7 @@ rule units:
     params:
         mode=config["score"]["mode"],
         block=config["score"]["block"],
+    priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: 1
     resources:
         mem_mb=2000,
@@ -35,6 +36,7 @@ rule selfsup_units:
     params:
         n=config["finetune"]["heldout"],
         seed=config["seed"] + 1,  # not the fine-tuning sample's seed
+    priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: 1
     resources:
         mem_mb=2000,

@@ -14,6 +14,7 @@ rule export:
     params:
         export=config["export"],
         llm=config["llm"],
+    priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: config["llm"]["threads"]
     resources:
         mem_mb=8000,

@@ -20,8 +20,8 @@ rule finetune:
     params:
         finetune=config["finetune"],
         llm=config["llm"],
-        max_history=config["window"]["max_history"],
         seed=config["seed"],
+    priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: config["llm"]["threads"]
     resources:
         mem_mb=8000,

@@ -23,6 +23,7 @@ rule score:
         score=config["score"],
         suggest=config["suggest"],
         seed=config["seed"],
+    priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: config["llm"]["threads"]
     resources:
         mem_mb=4000,

@@ -1,11 +1,8 @@
 """Snakemake script of rule combine: fit the combined scorer on selfsup units, apply it."""
-import sys
-
 from llm4dsr import combine, logs
-from llm4dsr.io import Llm4dsrError, read_parquet, write_parquet
+from llm4dsr.io import read_parquet, write_parquet
 
-log = logs.setup(snakemake.log[0])
-try:
+with logs.rule_log(snakemake.log[0]) as log:
     names = snakemake.params.names
 
     def tables(paths):
@@ -17,6 +14,3 @@ try:
     out = combine.predict(model, units, tables(snakemake.input.scores))
     log.info("combined scores for %d of %d units", len(out), len(units))
     write_parquet(out, snakemake.output[0])
-except Llm4dsrError as exc:
-    log.error("%s", exc)
-    sys.exit(f"error: {exc}")

@@ -1,11 +1,8 @@
 """Snakemake script of rule correct: see llm4dsr.correct.run."""
-import sys
-
 from llm4dsr import correct, logs
-from llm4dsr.io import Llm4dsrError, read_parquet, write_parquet
+from llm4dsr.io import read_parquet, write_parquet
 
-log = logs.setup(snakemake.log[0])
-try:
+with logs.rule_log(snakemake.log[0]):
     inp = snakemake.input
     optional = {key: read_parquet(inp[key]) for key in ("scores", "suggestions", "llm_changes") if key in inp.keys()}
     windows, changes = correct.run(
@@ -14,6 +11,3 @@ try:
         snakemake.params.correct, snakemake.params.seed, **optional)
     write_parquet(windows, snakemake.output.windows)
     write_parquet(changes, snakemake.output.changes)
-except Llm4dsrError as exc:
-    log.error("%s", exc)
-    sys.exit(f"error: {exc}")

@@ -1,12 +1,9 @@
 """Snakemake script of rule detect: fit one non-LLM detector, score units and selfsup units."""
-import sys
-
 from llm4dsr import logs
 from llm4dsr.detectors import make_detector, scores_frame
-from llm4dsr.io import Llm4dsrError, read_parquet, write_parquet
+from llm4dsr.io import read_parquet, write_parquet
 
-log = logs.setup(snakemake.log[0])
-try:
+with logs.rule_log(snakemake.log[0]) as log:
     sequences = read_parquet(snakemake.input.sequences, ["user", "pos", "item", "split"])
     n_items = int(read_parquet(snakemake.input.catalogue, ["item"])["item"].max())
     detector = make_detector(snakemake.wildcards.detector, snakemake.params.seed, snakemake.threads)
@@ -16,6 +13,3 @@ try:
         out = snakemake.output.scores if key == "units" else snakemake.output.selfsup
         write_parquet(scores_frame(units, detector.score(units)), out)
         log.info("%s: scored %d units -> %s", detector.name, len(units), out)
-except Llm4dsrError as exc:
-    log.error("%s", exc)
-    sys.exit(f"error: {exc}")

@@ -3,6 +3,6 @@ from llm4dsr import finetune, logs
 
 with logs.rule_log(snakemake.log[0]):
     finetune.run(snakemake.input.windows, snakemake.input.catalogue, snakemake.input.selfsup_units,
-                 snakemake.params.llm, snakemake.params.finetune, snakemake.params.max_history,
-                 snakemake.params.seed, out_dir=snakemake.output.adapter.rsplit("/", 1)[0],
+                 snakemake.params.llm, snakemake.params.finetune, snakemake.params.seed,
+                 out_dir=snakemake.output.adapter.rsplit("/", 1)[0],
                  threads=snakemake.threads)

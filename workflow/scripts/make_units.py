@@ -1,12 +1,9 @@
 """Snakemake script of rule units: see llm4dsr.units.make_units."""
-import sys
-
 from llm4dsr import logs
-from llm4dsr.io import Llm4dsrError, read_parquet, write_parquet
+from llm4dsr.io import read_parquet, write_parquet
 from llm4dsr.units import check_units, make_units
 
-log = logs.setup(snakemake.log[0])
-try:
+with logs.rule_log(snakemake.log[0]) as log:
     sequences = read_parquet(snakemake.input.sequences, ["user", "pos", "item", "noise", "split"])
     windows = read_parquet(snakemake.input.windows, ["window", "user", "split", "target_pos", "history",
                                                      "history_noise", "target", "target_noise"])
@@ -15,6 +12,3 @@ try:
     log.info("%d units (%s), %d items", len(units), units.groupby("split").size().to_dict(),
              units["items"].map(len).sum())
     write_parquet(units, snakemake.output[0])
-except Llm4dsrError as exc:
-    log.error("%s", exc)
-    sys.exit(f"error: {exc}")
