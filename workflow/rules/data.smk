@@ -35,6 +35,7 @@ rule data:
         dataset=dataset_cfg,
         window=config["window"],
         seed=config["seed"],
+    priority: 50  # upstream of the LLM chain: priority does not propagate to inputs
     resources:
         mem_mb=8000,
         runtime=60,

@@ -15,6 +15,7 @@ rule noise:
     params:
         window=config["window"],
         seed=config["seed"],
+    priority: 50  # upstream of the LLM chain: priority does not propagate to inputs
     resources:
         mem_mb=4000,
         runtime=30,
