@@ -228,7 +228,8 @@ def main() -> None:
     n = len(units)
     ref = np.concatenate([np.array(x) for x in runs[TORCH_ENGINE]["full_title"]])
     print(f"units: {n} from {source}; mean history {units['items'].map(len).mean():.1f} items; threads {args.threads}")
-    print("adapter:", f"{adapter} (LoRA GGUF on the Q4_1 base, merged into the others)" if tuned else "none (base model)")
+    print("adapter:", f"{adapter} (LoRA GGUF on the Q4_1 base, merged into the others)" if tuned
+          else "none (base model)")
     print(f"prepare (load, {'merge, ' if tuned else ''}f16 GGUF, quantize Q8_0 + Q4_K_M): {prep['seconds']:.1f} s, "
           f"peak RSS {prep['peak_rss_mb']:.0f} MB")
     head = (f"{'engine':20} {'file MB':>7} {'load s':>6} {'seq/s':>6} {'full s/u':>8} {'first s/u':>9} "
