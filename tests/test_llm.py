@@ -237,3 +237,17 @@ def test_candidates_objective_learns_and_writes_a_learning_curve(tiny, examples,
     curve = pd.read_csv(tmp_path / "learning_curve.tsv", sep="\t")
     assert curve["step"].tolist() == [0, 3, 6] and curve["examples_seen"].tolist() == [0, 18, 36]
     assert curve["top1"].between(0, 1).all() and curve["roc_auc"].between(0, 1).all()
+
+
+def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny, examples, tmp_path):
+    from safetensors.torch import load_file
+
+    def weights(micro):
+        model, tok = load_torch(tiny)
+        finetune.train(model, tok, examples[:8], tmp_path / str(micro), lora=LORA, steps=2, batch_size=4, lr=5e-3,
+                       seed=0, progress=False, objective="candidates", micro_batch_size=micro)
+        return load_file(str(tmp_path / str(micro) / "adapter" / "adapter_model.safetensors"))
+
+    whole, micro = weights(None), weights(2)
+    for k in whole:
+        torch.testing.assert_close(whole[k], micro[k], rtol=1e-4, atol=1e-6)

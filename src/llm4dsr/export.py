@@ -246,14 +246,14 @@ def parity(torch_model, tokenizer, gguf_path: str | Path, prompts: list[str], lo
 
 
 def run(adapter_dir: str | Path, base: BaseModel, route: str, out_dir: str | Path, quant_types: list[str],
-        parity_prompts: list[str], threads: int = 2) -> dict:
+        parity_prompts: list[str], threads: int = 2, dtype: str = "float32") -> dict:
     """Export the adapter in ``adapter_dir`` as the config asks; write parity.json; fail on disagreement."""
     from peft import PeftModel
 
     from .llm import load_torch
 
     out_dir = Path(out_dir)
-    model, tok = load_torch(base)
+    model, tok = load_torch(base, dtype)
     peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     alpha = peft_model.peft_config["default"].lora_alpha
     if route == "adapter":
@@ -301,4 +301,4 @@ def run_from_config(adapter_dir, llm_cfg: dict, export_cfg: dict, out_dir, threa
     n = export_cfg.get("parity_prompts", 3)
     texts = [prompts.prompt(titles[k:] + titles[:k]) for k in range(n)]
     base = resolve(llm_cfg["base_model"], llm_cfg.get("gguf_file"))
-    return run(adapter_dir, base, export_cfg["route"], out_dir, quants, texts, threads)
+    return run(adapter_dir, base, export_cfg["route"], out_dir, quants, texts, threads, llm_cfg.get("dtype", "float32"))

@@ -274,7 +274,7 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
 def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: dict, steps: int, batch_size: int,
           lr: float, cutoff: int = 512, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
           warmup: int = 5, progress: bool = True, objective: str = "generate",
-          heldout: list[dict] | None = None, eval_every: int = 0) -> dict:
+          heldout: list[dict] | None = None, eval_every: int = 0, micro_batch_size: int | None = None) -> dict:
     """LoRA-train ``model`` on ``examples``; write ``out_dir/adapter`` and ``out_dir/loss.tsv``.
 
     With ``heldout`` examples and ``eval_every`` > 0, the full-title detection quality on
@@ -328,28 +328,32 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="LoRA", disable=not progress)
     for step in bar:
         idx = batch_indices(len(tokenized), batch_size, step, seed)
-        if objective == "candidates":
-            loss = candidates_loss(peft_model, tokenized, idx, pad)
-            n_tokens = sum(len(tokenized[i]["prompt"]) + sum(map(len, tokenized[i]["branches"])) for i in idx)
-        else:
-            input_ids, attn, labels = (t.to(device) for t in _batch(tokenized, idx, pad))
-            loss = response_loss(peft_model, input_ids, attn, labels)
-            n_tokens = int(attn.sum())
         opt.zero_grad()
-        loss.backward()
+        loss_value, n_tokens = 0.0, 0
+        # micro-batches accumulate gradients: a batch of 128 on one GPU, as the paper trains
+        for chunk in np.array_split(idx, max(1, -(-len(idx) // (micro_batch_size or len(idx))))):
+            if objective == "candidates":
+                loss = candidates_loss(peft_model, tokenized, chunk, pad)
+                n_tokens += sum(len(tokenized[i]["prompt"]) + sum(map(len, tokenized[i]["branches"])) for i in chunk)
+            else:
+                input_ids, attn, labels = (t.to(device) for t in _batch(tokenized, chunk, pad))
+                loss = response_loss(peft_model, input_ids, attn, labels)
+                n_tokens += int(attn.sum())
+            (loss * len(chunk) / len(idx)).backward()
+            loss_value += loss.item() * len(chunk) / len(idx)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        history.append({"step": step + 1, "loss": loss.item(), "tokens": n_tokens,
+        history.append({"step": step + 1, "loss": loss_value, "tokens": n_tokens,
                         "seconds": round(time.time() - t0, 3)})
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if not math.isfinite(loss.item()):
-            raise Llm4dsrError(f"finetune: loss became {loss.item()} at step {step + 1} (lower finetune.lr)")
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+        if not math.isfinite(loss_value):
+            raise Llm4dsrError(f"finetune: loss became {loss_value} at step {step + 1} (lower finetune.lr)")
         if held and ((step + 1) % eval_every == 0 or step + 1 == steps):
             measure(step + 1)
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             _save_checkpoint(peft_model, opt, sched, step + 1, history, curve, ckpt_dir)
-            log.info("step %d/%d loss %.4f (%.1f s)", step + 1, steps, float(loss), time.time() - t0)
+            log.info("step %d/%d loss %.4f (%.1f s)", step + 1, steps, loss_value, time.time() - t0)
 
     with atomic_dir(out_dir / "adapter") as tmp:
         peft_model.save_pretrained(str(tmp))
@@ -410,14 +414,14 @@ def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dic
     write_examples(examples, out_dir / "sft_train.jsonl")
 
     base = resolve(llm_cfg["base_model"], llm_cfg.get("gguf_file"))
-    model, tok = load_torch(base)
+    model, tok = load_torch(base, llm_cfg.get("dtype", "float32"))
     held = [{"prompt": prompts.prompt([titles[int(i)] for i in its]), "candidates": [titles[int(i)] for i in its],
              "noise_index": int(np.argmax(nz))} for its, nz in zip(heldout["items"], heldout["noise"])]
     result = train(model, tok, examples, out_dir, lora=ft_cfg["lora"], steps=ft_cfg["steps"],
                    batch_size=ft_cfg["batch_size"], lr=ft_cfg["lr"], cutoff=ft_cfg.get("cutoff", 512), seed=seed,
                    checkpoint_every=ft_cfg.get("checkpoint_every", 20), threads=threads,
                    objective=ft_cfg.get("objective", "generate"), heldout=held[: ft_cfg.get("curve_examples", 100)],
-                   eval_every=ft_cfg.get("eval_every", 25))
+                   eval_every=ft_cfg.get("eval_every", 25), micro_batch_size=ft_cfg.get("micro_batch_size"))
     log.info("LoRA: %d steps, loss %.4f -> %.4f", result["steps"], result["first_loss"] or float("nan"),
              result["last_loss"] or float("nan"))
     return result

@@ -73,12 +73,13 @@ def resolve(base_model: str, gguf_file: str | None = None) -> BaseModel:
     return BaseModel(base_model)
 
 
-def load_torch(base: BaseModel, dtype=None):
-    """(model, tokenizer) in torch; GGUF weights are dequantized to ``dtype`` (fp32)."""
+def load_torch(base: BaseModel, dtype: str = "float32"):
+    """(model, tokenizer) in torch; GGUF weights are dequantized to ``dtype`` (float32, or
+    bfloat16 for large models on a GPU)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = dtype or torch.float32
+    dtype = getattr(torch, dtype)
     kw = {"gguf_file": base.gguf} if base.gguf else {}
     try:
         tok = AutoTokenizer.from_pretrained(base.source, **kw)
