@@ -9,7 +9,6 @@ validate(config, "../schemas/config.schema.yaml")
 
 DATASETS = list(config["datasets"])
 NOISES = list(config["noise"]["settings"])
-PY = "python"  # the interpreter that runs snakemake (no conda needed: see envs/)
 
 
 wildcard_constraints:
