@@ -212,8 +212,6 @@ def test_packed_candidate_likelihoods_match_separate_passes(tiny, examples):
     """One packed forward pass (4D mask, restarted positions) scores every title exactly as
     a separate pass of prompt + title would."""
     model, tok = load_torch(tiny)
-    from peft import PeftModel  # noqa: F401  (add_lora wraps the model as training does)
-
     peft_model = finetune.add_lora(model, LORA).eval()
     packed = finetune.tokenize_candidates(examples[:2], tok, 4096)
     with torch.no_grad():

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+import numpy as np
+import pandas as pd
 import torch
 
 # ranking metrics
@@ -44,7 +46,7 @@ def hit_ndcg_at_k(scores: torch.Tensor, targets: torch.Tensor, ks: Iterable[int]
 CALIBRATION_BINS = 10
 
 
-def detection_report(units: "pd.DataFrame", scores: "dict[str, pd.DataFrame]", threshold: dict) -> dict:
+def detection_report(units: pd.DataFrame, scores: dict[str, pd.DataFrame], threshold: dict) -> dict:
     """Per detector and split: ROC-AUC, PR-AUC, top-1, precision/recall at the correction
     threshold (``config.correct.threshold``) and a calibration table."""
     from llm4dsr.correct import split_thresholds
@@ -63,9 +65,8 @@ def detection_report(units: "pd.DataFrame", scores: "dict[str, pd.DataFrame]", t
     return report
 
 
-def detection_metrics(items: "pd.DataFrame", threshold: float | None) -> dict:
+def detection_metrics(items: pd.DataFrame, threshold: float | None) -> dict:
     """Metrics of one detector on one split; ``items`` has unit, noise, prob (one row per item)."""
-    import numpy as np
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     y, p = items["noise"].to_numpy(), items["prob"].to_numpy()
@@ -80,7 +81,7 @@ def detection_metrics(items: "pd.DataFrame", threshold: float | None) -> dict:
     return out
 
 
-def _top1(items: "pd.DataFrame") -> dict:
+def _top1(items: pd.DataFrame) -> dict:
     """Share of units holding noise whose most suspicious item is noise; a tie among k
     items counts as a random pick (noise items among them / k), so ties earn no credit."""
     top = items[items["prob"] == items.groupby("unit")["prob"].transform("max")]
@@ -90,7 +91,7 @@ def _top1(items: "pd.DataFrame") -> dict:
     return {"top1": float(hit.mean()) if len(hit) else None, "top1_units": len(hit)}
 
 
-def _at_threshold(y: "np.ndarray", p: "np.ndarray", threshold: float | None) -> dict:
+def _at_threshold(y: np.ndarray, p: np.ndarray, threshold: float | None) -> dict:
     if threshold is None:
         return {"flagged": 0, "precision": None, "recall": None}
     flagged = p > threshold
@@ -100,10 +101,8 @@ def _at_threshold(y: "np.ndarray", p: "np.ndarray", threshold: float | None) -> 
             "recall": tp / int(y.sum()) if y.sum() else None}
 
 
-def _calibration(y: "np.ndarray", p: "np.ndarray") -> list[dict]:
+def _calibration(y: np.ndarray, p: np.ndarray) -> list[dict]:
     """Equal-width bins of predicted probability: count, mean prediction, observed noise rate."""
-    import numpy as np
-
     bins = np.minimum((p * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
     table = []
     for b in range(CALIBRATION_BINS):
