@@ -125,7 +125,7 @@ def score_units(scorer: LlamaScorer, units: pd.DataFrame, titles: dict[int, str]
             skipped += 1
             continue
         names = [titles[i] for i in items]
-        first, full, ptoks = scorer.score(names, full_title=True)
+        first, full, _ = scorer.score(names, full_title=True)
         rows_first.append({"unit": int(unit), "probs": softmax(first).tolist(), "logp": first.tolist()})
         rows_full.append({"unit": int(unit), "probs": softmax(full).tolist(), "logp": full.tolist()})
         if decoder is not None:
