@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from llm4dsr import metrics, prompts
+from llm4dsr.detectors import scores_frame
 from llm4dsr.io import read_parquet, write_parquet
-from llm4dsr.score import softmax
 from llm4dsr.units import item_table, self_supervised_units
 
 LLAMA_ENGINES = {"llama.cpp Q4_1": None, "llama.cpp Q8_0": "Q8_0", "llama.cpp Q4_K_M": "Q4_K_M"}
@@ -193,8 +193,7 @@ def in_subprocess(engine: str, work: Path, threads: int) -> dict:
 
 def detection(units: pd.DataFrame, logp: list[list[float]]) -> dict:
     """ROC-AUC and top-1 by the study's own metric code."""
-    scores = pd.DataFrame({"unit": units["unit"], "logp": logp,
-                           "probs": [softmax(np.array(lp)).tolist() for lp in logp]})
+    scores = scores_frame(units, [np.array(lp) for lp in logp])
     m = metrics.detection_metrics(item_table(units, scores), None)
     return {"auc": m["roc_auc"], "top1": m["top1"]}
 

@@ -40,7 +40,8 @@ def train_period(sequences: pd.DataFrame) -> pd.DataFrame:
 
 
 def softmax(logp: list[np.ndarray]) -> list[np.ndarray]:
-    """Normalise each unit's log-scores into probabilities that sum to 1."""
+    """Normalise each unit's log-scores into probabilities that sum to 1 (every detector,
+    the LLM's scorers included, goes through this one normalisation)."""
     out = []
     for x in logp:
         e = np.exp(np.asarray(x, dtype=float) - np.max(x))

@@ -23,15 +23,11 @@ import numpy as np
 import pandas as pd
 
 from . import prompts
+from .detectors import scores_frame
 from .io import Llm4dsrError, write_parquet
 from .llm import check_gguf
 
 log = logging.getLogger(__name__)
-
-
-def softmax(logp: np.ndarray) -> np.ndarray:
-    z = np.exp(logp - logp.max())
-    return z / z.sum()
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -115,7 +111,7 @@ def score_units(scorer: LlamaScorer, units: pd.DataFrame, titles: dict[int, str]
     """
     from tqdm import tqdm
 
-    rows_first, rows_full, sugg = [], [], []
+    kept, first_lp, full_lp, sugg = [], [], [], []
     skipped = 0
     t0 = time.time()
     for unit, items in tqdm(zip(units["unit"], units["items"]), total=len(units), desc="score",
@@ -126,21 +122,22 @@ def score_units(scorer: LlamaScorer, units: pd.DataFrame, titles: dict[int, str]
             continue
         names = [titles[i] for i in items]
         first, full, _ = scorer.score(names, full_title=True)
-        rows_first.append({"unit": int(unit), "probs": softmax(first).tolist(), "logp": first.tolist()})
-        rows_full.append({"unit": int(unit), "probs": softmax(full).tolist(), "logp": full.tolist()})
+        kept.append(int(unit))
+        first_lp.append(first)
+        full_lp.append(full)
         if decoder is not None:
             order = np.argsort(-(full if suggest_method == "full_title" else first), kind="stable")[:top_k]
             for rank, k in enumerate(order):
                 item, title = decoder.suggest(names, int(k), exclude=set(items))
                 sugg.append({"unit": int(unit), "index": int(k), "rank": rank, "item": item, "title": title})
     secs = time.time() - t0
-    stats = {"units": len(rows_full), "skipped_empty": skipped, "seconds": round(secs, 2),
-             "units_per_s": round(len(rows_full) / max(secs, 1e-9), 3),
+    stats = {"units": len(kept), "skipped_empty": skipped, "seconds": round(secs, 2),
+             "units_per_s": round(len(kept) / max(secs, 1e-9), 3),
              "tokens_evaluated": scorer.tokens_evaluated}
     log.info("scored %d units in %.1f s (%.2f units/s, %d tokens evaluated, %d empty skipped)", stats["units"], secs,
              stats["units_per_s"], scorer.tokens_evaluated, skipped)
-    cols = ["unit", "probs", "logp"]
-    return (pd.DataFrame(rows_first, columns=cols), pd.DataFrame(rows_full, columns=cols),
+    kept_units = pd.DataFrame({"unit": kept})
+    return (scores_frame(kept_units, first_lp), scores_frame(kept_units, full_lp),
             pd.DataFrame(sugg, columns=["unit", "index", "rank", "item", "title"]), stats)
 
 
