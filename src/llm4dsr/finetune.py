@@ -69,23 +69,6 @@ def write_examples(examples: list[dict], path: str | Path) -> None:
     write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples), path)
 
 
-def read_examples(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        raise Llm4dsrError(f"{path}: file not found")
-    out = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            ex = json.loads(line)
-            ex["prompt"], ex["response"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise Llm4dsrError(f"{path}:{i}: not a fine-tuning example (need JSON with prompt and response)") from None
-        out.append(ex)
-    if not out:
-        raise Llm4dsrError(f"{path}: no examples")
-    return out
-
-
 # ---------------------------------------------------------------- training
 
 def tokenize(examples: list[dict], tokenizer, cutoff: int) -> list[tuple[list[int], int]]:
