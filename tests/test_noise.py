@@ -102,6 +102,20 @@ def test_popularity_sampler_follows_counts():
     assert chisquare(observed, expected).pvalue > 1e-3
 
 
+def test_replacement_draw_follows_counts_and_avoids_the_history():
+    counts = np.arange(21, dtype=float)
+    rng = np.random.default_rng(4)
+    history = {3, 7, 20}
+    drawn = np.array([noise.draw_replacement(history, 20, counts, rng) for _ in range(20_000)])
+    assert not set(drawn) & history and drawn.min() >= 1 and drawn.max() <= 20
+    others = np.array([j for j in range(1, 21) if j not in history])
+    observed = np.array([(drawn == j).sum() for j in others])
+    assert chisquare(observed, counts[others] / counts[others].sum() * len(drawn)).pvalue > 1e-3
+    uniform = np.array([noise.draw_replacement(history, 20, None, rng) for _ in range(20_000)])
+    assert not set(uniform) & history
+    assert chisquare(np.bincount(uniform, minlength=21)[others]).pvalue > 1e-3
+
+
 def test_uniform_sampler_skips_the_original():
     original = np.random.default_rng(2).integers(1, 11, size=20_000)
     drawn = noise.draw_uniform(original, 10, np.random.default_rng(3))

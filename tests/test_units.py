@@ -73,6 +73,20 @@ def test_self_supervised_units_replace_exactly_one_item(log):
     assert units.equals(self_supervised_units(win, 40, 30, seed=3))
 
 
+def test_self_supervised_units_follow_popularity_when_asked(log):
+    _, win = log
+    counts = np.zeros(41)
+    counts[31:] = 1.0  # only items 31..40 can be drawn
+    units = self_supervised_units(win, 40, 30, seed=3, counts=counts)
+    drawn = [items[int(np.argmax(noise))] for items, noise in zip(units["items"], units["noise"])]
+    assert set(drawn) <= set(range(31, 41)) and len(set(drawn)) > 3
+    one = win[(win["split"] == "train") & (win["history_clean"].map(len) >= 2)].iloc[[0]]
+    only = np.zeros(41)
+    only[list(one["history_clean"].iloc[0])] = 1.0  # nothing outside that history can be drawn
+    with pytest.raises(Llm4dsrError, match="every item with a count is in the history"):
+        self_supervised_units(one, 40, 1, seed=3, counts=only)
+
+
 def test_item_table_rejects_malformed_scores(log):
     seq, win = log
     units = make_units(seq, win, "history", 4)

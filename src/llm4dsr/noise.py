@@ -106,6 +106,24 @@ def draw_popularity(original: np.ndarray, counts: np.ndarray, rng: np.random.Gen
     return out
 
 
+def draw_replacement(exclude: set[int], n_items: int, counts: np.ndarray | None,
+                     rng: np.random.Generator) -> int:
+    """One item of ``1..n_items`` not in ``exclude``: uniform (``counts`` None) or in
+    proportion to ``counts`` (indexed by item id). The self-supervised examples and
+    held-out units draw their replaced item here, so both follow one noise model."""
+    p = None
+    if counts is not None:
+        w = np.asarray(counts[1:n_items + 1], dtype=float)
+        if not np.any(np.delete(w, [i - 1 for i in exclude if 1 <= i <= n_items]) > 0):
+            raise Llm4dsrError("popularity replacement: every item with a count is in the history")
+        p = w / w.sum()
+    elif sum(1 <= i <= n_items for i in exclude) >= n_items:
+        raise Llm4dsrError(f"replacement: all {n_items} items are in the history")
+    while (item := int(rng.choice(n_items, p=p)) + 1) in exclude:
+        pass
+    return item
+
+
 def cooccurrence(interactions: pd.DataFrame, n_items: int) -> sp.csr_matrix:
     """Item x item count of users who interacted with both (zero diagonal)."""
     x = sp.csr_matrix((np.ones(len(interactions)), (interactions.user, interactions["item"])),

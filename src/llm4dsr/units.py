@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from llm4dsr.io import Llm4dsrError
+from llm4dsr.noise import draw_replacement
 
 TRAIN_PERIOD = ("train", "none")
 SPLITS = ("train", "valid", "test")
@@ -112,11 +113,13 @@ def item_table(units: pd.DataFrame, scores: pd.DataFrame | None = None, name: st
     return long.astype({c: t for c, t in types.items() if c in long})
 
 
-def self_supervised_units(windows: pd.DataFrame, n_items: int, n: int, seed: int) -> pd.DataFrame:
+def self_supervised_units(windows: pd.DataFrame, n_items: int, n: int, seed: int,
+                          counts: np.ndarray | None = None) -> pd.DataFrame:
     """Held-out self-supervised units: in a clean train-window history, one item replaced.
 
-    As in the fine-tuning data, the replacement is a uniformly random catalogue item not
-    already in the history; its position is the unit's only noise=1. Labels are free.
+    As in the fine-tuning data (:func:`llm4dsr.noise.draw_replacement`), the replacement
+    is a catalogue item not already in the history, uniform or, with ``counts``, drawn
+    by popularity; its position is the unit's only noise=1. Labels are free.
     """
     train = windows[(windows["split"] == "train") & (windows["history_clean"].map(len) >= MIN_ITEMS)]
     if n_items <= max(train["history_clean"].map(len), default=0):
@@ -127,9 +130,7 @@ def self_supervised_units(windows: pd.DataFrame, n_items: int, n: int, seed: int
     for w in train.iloc[chosen].itertuples(index=False):
         items, tp = [int(i) for i in w.history_clean], int(w.target_pos)
         k = int(rng.integers(len(items)))
-        while (new := int(rng.integers(1, n_items + 1))) in items:
-            pass
-        items[k] = new
+        items[k] = draw_replacement(set(items), n_items, counts, rng)
         noise = [int(j == k) for j in range(len(items))]
         rows.append((int(w.user), "train", int(w.window), list(range(tp - len(items), tp)), items, noise))
     units = pd.DataFrame(rows, columns=COLUMNS[1:])

@@ -36,6 +36,7 @@ rule selfsup_units:
     params:
         n=config["finetune"]["heldout"],
         seed=config["seed"] + 1,  # not the fine-tuning sample's seed
+        replace_with=config["finetune"].get("replace_with", "uniform"),  # as the fine-tuning examples
     priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: 1
     resources:
