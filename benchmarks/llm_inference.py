@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llm4dsr import metrics, prompts
+from llm4dsr import finetune, metrics, prompts
 from llm4dsr.detectors import scores_frame
 from llm4dsr.io import read_parquet, write_parquet
 from llm4dsr.units import item_table, self_supervised_units
@@ -151,7 +151,7 @@ def run_torch(work: Path, threads: int) -> dict:
     t0 = time.perf_counter()
     with torch.no_grad():
         for names in histories:
-            ptoks = ids(prompts.prompt(names))
+            ptoks = finetune.prompt_ids(tok, prompts.prompt(names))
             out = model(input_ids=torch.tensor([ptoks]), use_cache=True, logits_to_keep=1)
             cache, lp0 = out.past_key_values, torch.log_softmax(out.logits[0, -1].double(), -1)
             scores: dict[str, tuple[float, float]] = {}

@@ -70,7 +70,23 @@ def _gguf_name(hf_name: str) -> str | None:
     return None
 
 
+# transformers model_type -> llama.cpp architecture, for the LoRA adapter route
+LLAMA_CPP_ARCH = {"llama": "llama", "gemma3": "gemma3", "gemma3_text": "gemma3"}
+
+
+def llama_cpp_arch(config) -> str:
+    model_type = getattr(config, "model_type", "llama")
+    if model_type not in LLAMA_CPP_ARCH:
+        raise Llm4dsrError(f"LoRA export: architecture {model_type} is not supported on the adapter route "
+                           f"(known: {', '.join(sorted(LLAMA_CPP_ARCH))}); use export.route: merged")
+    return LLAMA_CPP_ARCH[model_type]
+
+
 def _permute_for(hf_name: str, config) -> int | None:
+    """Heads to re-permute a q/k weight with: Llama only (llama.cpp's converter permutes
+    q/k for the Llama architecture alone)."""
+    if getattr(config, "model_type", "llama") != "llama":
+        return None
     if "q_proj" in hf_name:
         return config.num_attention_heads
     if "k_proj" in hf_name:
@@ -135,10 +151,11 @@ def write_llama_gguf(out: str | Path, state_dict: dict, config, tokenizer_gguf: 
 
 
 def write_lora_gguf(out: str | Path, peft_model, alpha: float) -> Path:
-    """Write a PEFT LoRA adapter of a Llama model as a llama.cpp GGUF adapter."""
+    """Write a PEFT LoRA adapter of a Llama or Gemma 3 model as a llama.cpp GGUF adapter."""
     import gguf
 
     config = peft_model.get_base_model().config
+    arch = llama_cpp_arch(config)
     tensors = {}
     for name, tensor in peft_model.state_dict().items():
         if ".lora_A." not in name and ".lora_B." not in name:
@@ -158,7 +175,7 @@ def write_lora_gguf(out: str | Path, peft_model, alpha: float) -> Path:
         raise Llm4dsrError(f"{out}: the adapter has no LoRA weights")
     out = Path(out)
     with atomic_path(out) as tmp:
-        w = gguf.GGUFWriter(str(tmp), "llama")
+        w = gguf.GGUFWriter(str(tmp), arch)
         w.add_string("general.type", "adapter")
         w.add_string("adapter.type", "lora")
         w.add_float32("adapter.lora.alpha", float(alpha))
@@ -232,7 +249,7 @@ def parity(torch_model, tokenizer, gguf_path: str | Path, prompts: list[str], lo
     rows = []
     torch_model.eval()
     for text in prompts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"]  # BOS if the model uses one
         with torch.no_grad():
             t_logits = torch_model(torch.tensor([ids])).logits[0, -1].float().numpy()
         llm.reset()

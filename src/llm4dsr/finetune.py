@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import prompts
+from .noise import draw_replacement
 from .io import Llm4dsrError, atomic_dir, write_text
 
 log = logging.getLogger(__name__)
@@ -41,23 +42,15 @@ def make_examples(windows: pd.DataFrame, titles: dict[int, str], n: int, seed: i
         raise Llm4dsrError("finetune: no train windows to build examples from")
     rng = np.random.default_rng(seed)
     rows = train.iloc[rng.choice(len(train), size=n, replace=len(train) < n)]
-    item_ids = np.array(sorted(titles), dtype=np.int64)
-    p = None
-    if replace_with == "popularity":
-        if counts is None:
-            raise ValueError("popularity replacements need item counts")
-        w = counts[item_ids].astype(float)
-        p = w / w.sum()
+    if replace_with == "popularity" and counts is None:
+        raise ValueError("popularity replacements need item counts")
+    n_items = max(titles)
     examples = []
     for history, target in zip(rows["history_clean"], rows["target_clean"]):
         seq = [int(i) for i in history] + [int(target)]
         pos = int(rng.integers(len(seq)))
         original = seq[pos]
-        present = set(seq)
-        while True:
-            noise = int(rng.choice(item_ids, p=p))
-            if noise not in present:
-                break
+        noise = draw_replacement(set(seq), n_items, counts if replace_with == "popularity" else None, rng)
         seq[pos] = noise
         cand = [titles[i] for i in seq]
         examples.append({"prompt": prompts.prompt(cand), "response": prompts.response(titles[noise], titles[original]),
@@ -71,11 +64,17 @@ def write_examples(examples: list[dict], path: str | Path) -> None:
 
 # ---------------------------------------------------------------- training
 
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt, with the BOS token when the model wants one (Gemma does,
+    SmolLM2 does not), as llama.cpp's ``tokenize(add_bos=True)`` gives them."""
+    return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
 def tokenize(examples: list[dict], tokenizer, cutoff: int) -> list[tuple[list[int], int]]:
     """(token ids, index of the first response token) per example, cut to ``cutoff`` tokens."""
     out = []
     for ex in examples:
-        p = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
+        p = prompt_ids(tokenizer, ex["prompt"])
         r = tokenizer(ex["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = (p + r)[:cutoff]
         if len(p) >= cutoff:
@@ -118,7 +117,7 @@ def tokenize_candidates(examples: list[dict], tokenizer, cutoff: int) -> list[di
     branch, and (when the example has one) the response, for the suggestion's LM loss."""
     out = []
     for ex in examples:
-        p = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
+        p = prompt_ids(tokenizer, ex["prompt"])
         titles = list(dict.fromkeys(ex["candidates"]))
         branches = [tokenizer(prompts.display_title(t) + prompts.END, add_special_tokens=False)["input_ids"]
                     for t in titles]
@@ -257,12 +256,14 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
 def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: dict, steps: int, batch_size: int,
           lr: float, cutoff: int = 512, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
           warmup: int = 5, progress: bool = True, objective: str = "generate",
-          heldout: list[dict] | None = None, eval_every: int = 0, micro_batch_size: int | None = None) -> dict:
+          heldout: list[dict] | None = None, eval_every: int = 0, micro_batch_size: int | None = None,
+          on_eval=None) -> dict:
     """LoRA-train ``model`` on ``examples``; write ``out_dir/adapter`` and ``out_dir/loss.tsv``.
 
     With ``heldout`` examples and ``eval_every`` > 0, the full-title detection quality on
     them is measured before training, every ``eval_every`` steps and at the end, and
     written to ``out_dir/learning_curve.tsv`` (the curve that chooses the recipe).
+    ``on_eval(step, peft_model)`` may add columns of its own to each curve row.
     Resumes from ``out_dir/checkpoints`` when a previous run was interrupted.
     """
     import torch
@@ -300,12 +301,16 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
         log.info("resuming from %s (step %d of %d)", last, start, steps)
 
     def measure(step: int) -> None:
-        m = heldout_metrics(peft_model, held, pad)
+        m = heldout_metrics(peft_model, held, pad) if held else {}
+        if on_eval is not None:
+            m.update(on_eval(step, peft_model))
         curve.append({"step": step, "examples_seen": step * batch_size, **m})
-        log.info("held-out at step %d: top-1 %.3f, ROC-AUC %.3f", step, m["top1"], m["roc_auc"])
+        if held:
+            log.info("held-out at step %d: top-1 %.3f, ROC-AUC %.3f", step, m["top1"], m["roc_auc"])
 
     peft_model.train()
-    if held and start == 0:
+    evaluating = bool(held or on_eval) and eval_every > 0
+    if evaluating and start == 0:
         measure(0)
     t0 = time.time()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="LoRA", disable=not progress)
@@ -332,7 +337,7 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
         bar.set_postfix(loss=f"{loss_value:.3f}")
         if not math.isfinite(loss_value):
             raise Llm4dsrError(f"finetune: loss became {loss_value} at step {step + 1} (lower finetune.lr)")
-        if held and ((step + 1) % eval_every == 0 or step + 1 == steps):
+        if evaluating and ((step + 1) % eval_every == 0 or step + 1 == steps):
             measure(step + 1)
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             _save_checkpoint(peft_model, opt, sched, step + 1, history, curve, ckpt_dir)
@@ -344,6 +349,7 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
                                               for h in history]
     write_text("\n".join(lines) + "\n", out_dir / "loss.tsv")
     columns = ["step", "examples_seen", "top1", "roc_auc", "examples"]
+    columns += [c for c in (curve[0] if curve else {}) if c not in columns]
     write_text(pd.DataFrame(curve, columns=columns).to_csv(sep="\t", index=False), out_dir / "learning_curve.tsv")
     return {"steps": steps, "first_loss": history[0]["loss"] if history else None,
             "last_loss": history[-1]["loss"] if history else None, "curve": curve, "model": peft_model}

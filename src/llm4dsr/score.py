@@ -56,6 +56,10 @@ class LlamaScorer:
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
+    def prompt_tokens(self, text: str) -> list[int]:
+        """Tokens of a prompt: BOS first when the model's vocabulary asks for one."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
     def title_tokens(self, title: str) -> list[int]:
         """Tokens of a title as the model writes it in an answer: display form + closing quote."""
         if title not in self._title_tokens:
@@ -80,7 +84,7 @@ class LlamaScorer:
 
     def score(self, titles: list[str], full_title: bool = True) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(first-token log-scores, full-title log-scores or None, prompt tokens) for one history."""
-        ptoks = self.tokenize(prompts.prompt(titles))
+        ptoks = self.prompt_tokens(prompts.prompt(titles))
         self.eval_tokens(ptoks)
         lp0 = self.last_logprobs()
         first = np.array([lp0[self.title_tokens(t)[0]] for t in titles])
