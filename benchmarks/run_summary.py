@@ -26,6 +26,22 @@ def rule_times(root: Path, dataset: str) -> pd.DataFrame:
     return df.groupby("rule").agg(jobs=("jobs", "sum"), wall_s=("wall_s", "sum"), max_rss_mb=("max_rss_mb", "max"))
 
 
+def recipe_table(rows: pd.DataFrame) -> str:
+    """benchmarks/recipe_search.py outputs: held-out ROC-AUC per recipe and step, per
+    replacement model, with the simple detectors (the same for every recipe) last."""
+    llm = rows[rows["scorer"].str.startswith("llm")]
+    t = llm.pivot_table(index=["recipe", "step", "wall_s"], columns=["noise", "scorer"], values="roc_auc")
+    base = rows[~rows["scorer"].str.startswith("llm")].groupby(["noise", "scorer"])["roc_auc"].first()
+    t.columns = [f"{noise}: {scorer}" for noise, scorer in t.columns]
+    t = t.reset_index()
+    for (noise, scorer), value in base.items():
+        t[f"{noise}: {scorer}"] = value
+    t = t[["recipe", "step", "wall_s"] + sorted(c for c in t.columns if ":" in c)]
+    return ("**Recipe search** (`benchmarks/recipe_search.py`: held-out self-supervised units from train windows, "
+            "uniform or popularity-drawn replacement; ROC-AUC; wall_s = the whole run, evaluations included):\n\n"
+            + t.round(3).to_markdown(index=False))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results")
@@ -42,6 +58,9 @@ def main() -> None:
     curve = pd.read_csv(base / "finetune" / "learning_curve.tsv", sep="\t")
     print("**Learning curve** (held-out self-supervised examples, full-title scores):\n")
     print(curve.round(3).to_markdown(index=False) + "\n")
+    recipes = sorted((root / "recipe_search").glob("*.tsv"))
+    if recipes:
+        print(recipe_table(pd.concat([pd.read_csv(p, sep="\t") for p in recipes])) + "\n")
     noises = sorted(p.parent.name for p in base.glob("*/detection.json"))
     for split in ("train", "test"):
         rows = []
