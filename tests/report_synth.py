@@ -17,7 +17,8 @@ from llm4dsr.correct import CHANGE_COLUMNS, select
 from llm4dsr.metrics import detection_report
 from llm4dsr.units import item_table, make_units
 
-DETECTORS = {"llm_full_title": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "combined": 2.0}
+DETECTORS = {"llm_full_title": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "combined": 2.0,
+             "combined_collab": 1.8}
 THRESHOLD = {"kind": "percentile", "train": 60, "test": 90}
 HALF = 20  # items per community in denoise_synth: 2 * HALF items
 

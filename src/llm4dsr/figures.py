@@ -17,7 +17,7 @@ from llm4dsr.units import SPLITS, item_table
 
 LABELS = {"llm_full_title": "LLM (whole title)", "llm_first_token": "LLM (first token)",
           "popularity": "popularity", "cooccurrence": "co-occurrence", "idtransformer": "ID transformer",
-          "combined": "combined (calibrated)"}
+          "combined": "combined (calibrated)", "combined_collab": "combined, no LLM"}
 METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "top1": "top-1"}
 
 
@@ -233,7 +233,7 @@ def detection_summary(table: pd.DataFrame, noise: str, llm: str, split: str = "t
     ranked = part["roc_auc"].sort_values(ascending=False)
     order = ", ".join(f"{label(d)} {v:.3f}" for d, v in ranked.items())
     text = f"On {noise} ({split} split), ROC-AUC from best to worst: {order}."
-    simple = part.drop(index=[d for d in part.index if d.startswith("llm_") or d == "combined"])
+    simple = part.drop(index=[d for d in part.index if d.startswith("llm_") or d.startswith("combined")])
     if len(simple):
         best = simple["roc_auc"].idxmax()
         gap = part.at[llm, "roc_auc"] - simple.at[best, "roc_auc"]

@@ -35,14 +35,19 @@ LLM_SCORES = ["llm_full_title", "llm_first_token"]
 LLM_MAIN = f"llm_{config['score']['method']}"  # the LLM score that correction and the combination read
 
 
+# combined: the LLM's score with the simple detectors; combined_collab: the simple
+# detectors alone, so that detection.json shows what the LLM adds to the combination
+COMBINATIONS = ("combined", "combined_collab")
+
+
 def detection_detectors():
-    """Every detector in detection.json: both LLM scorers, the baselines, the combination."""
-    return LLM_SCORES + list(config["detectors"]) + ["combined"]
+    """Every detector in detection.json: both LLM scorers, the baselines, the combinations."""
+    return LLM_SCORES + list(config["detectors"]) + list(COMBINATIONS)
 
 
-def combined_parts():
-    """The detectors whose scores are the combined scorer's features."""
-    return [LLM_MAIN] + list(config["detectors"])
+def combined_parts(combination="combined"):
+    """The detectors whose scores are a combined scorer's features."""
+    return ([LLM_MAIN] if combination == "combined" else []) + list(config["detectors"])
 
 
 def selfsup_scores(wildcards, name):
@@ -57,8 +62,8 @@ def combine_inputs(wildcards):
     return {
         "units": f"{base}/units.parquet",
         "selfsup_units": f"results/{wildcards.dataset}/selfsup/units.parquet",
-        "scores": [f"{base}/scores/{d}.parquet" for d in combined_parts()],
-        "selfsup_scores": [selfsup_scores(wildcards, d) for d in combined_parts()],
+        "scores": [f"{base}/scores/{d}.parquet" for d in combined_parts(wildcards.combination)],
+        "selfsup_scores": [selfsup_scores(wildcards, d) for d in combined_parts(wildcards.combination)],
     }
 
 

@@ -79,11 +79,13 @@ rule combine:
     input:
         unpack(combine_inputs),
     output:
-        "results/{dataset}/{noise}/scores/combined.parquet",
+        "results/{dataset}/{noise}/scores/{combination}.parquet",
+    wildcard_constraints:
+        combination="|".join(COMBINATIONS),
     log:
-        "logs/combine/{dataset}/{noise}.log",
+        "logs/combine/{dataset}/{noise}/{combination}.log",
     params:
-        names=combined_parts(),
+        names=lambda wildcards: combined_parts(wildcards.combination),
         seed=config["seed"],
     threads: 1
     resources:
