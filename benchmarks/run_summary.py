@@ -28,18 +28,20 @@ def rule_times(root: Path, dataset: str) -> pd.DataFrame:
 
 def recipe_table(rows: pd.DataFrame) -> str:
     """benchmarks/recipe_search.py outputs: held-out ROC-AUC per recipe and step, per
-    replacement model, with the simple detectors (the same for every recipe) last."""
+    replacement model, and the simple detectors on the same units (the same for every recipe)."""
     llm = rows[rows["scorer"].str.startswith("llm")]
-    t = llm.pivot_table(index=["recipe", "step", "wall_s"], columns=["noise", "scorer"], values="roc_auc")
+    t = llm.pivot_table(index=["recipe", "step"], columns=["noise", "scorer"], values="roc_auc")
+    t.columns = [f"{noise}: {'LLM' if scorer == 'llm' else 'LLM - prior'}" for noise, scorer in t.columns]
+    t = t[sorted(t.columns, key=lambda c: (not c.startswith("uniform"), c))].reset_index()
+    t.insert(2, "wall_s", t["recipe"].map(llm.groupby("recipe")["wall_s"].first()))
     base = rows[~rows["scorer"].str.startswith("llm")].groupby(["noise", "scorer"])["roc_auc"].first()
-    t.columns = [f"{noise}: {scorer}" for noise, scorer in t.columns]
-    t = t.reset_index()
-    for (noise, scorer), value in base.items():
-        t[f"{noise}: {scorer}"] = value
-    t = t[["recipe", "step", "wall_s"] + sorted(c for c in t.columns if ":" in c)]
-    return ("**Recipe search** (`benchmarks/recipe_search.py`: held-out self-supervised units from train windows, "
-            "uniform or popularity-drawn replacement; ROC-AUC; wall_s = the whole run, evaluations included):\n\n"
-            + t.round(3).to_markdown(index=False))
+    simple = "; ".join(f"{noise} replacements: " + ", ".join(f"{d} {v:.3f}" for d, v in base[noise].items())
+                       for noise in sorted(base.index.levels[0], reverse=True))
+    return ("**Recipe search** (`benchmarks/recipe_search.py`): ROC-AUC on held-out self-supervised units from "
+            "train windows, one item replaced by a uniformly or a popularity-drawn item; LLM = the full-title score, "
+            "LLM - prior = minus the title's likelihood after a content-free history; wall_s = the whole run, "
+            "evaluations included.\n\n" + t.round(3).to_markdown(index=False)
+            + f"\n\nSimple detectors on the same units: {simple}.")
 
 
 def main() -> None:
