@@ -173,6 +173,21 @@ def test_full_title_matches_torch_likelihood(tiny, trained, scorer):
         assert math.isclose(full[k], sum(steps), abs_tol=1e-2)
 
 
+def test_logits_are_recomputed_where_the_cached_prefix_has_none(tiny, exported, scorer):
+    """Prompts are evaluated with the output layer on their last token only; positions
+    that are asked for later (``logits_from``) and were cached without logits must be
+    recomputed, not read from whatever an earlier context left there."""
+    toks = scorer.prompt_tokens(prompts.prompt([TITLES[1], TITLES[2]])) + scorer.title_tokens(TITLES[40])
+    start = len(toks) - len(scorer.title_tokens(TITLES[40]))
+    fresh = LlamaScorer(tiny.gguf_path, exported[0] / "a" / "adapter.gguf", threads=2)
+    fresh.eval_tokens(toks, logits_from=start)
+    other = scorer.prompt_tokens(prompts.prompt([TITLES[7], TITLES[8], TITLES[9]]))
+    scorer.eval_tokens(other + other, logits_from=0)  # other logits at every position
+    scorer.eval_tokens(toks)  # the same tokens, logits of the last one only
+    scorer.eval_tokens(toks, logits_from=start)
+    np.testing.assert_allclose(scorer.llm.scores[start:len(toks)], fresh.llm.scores[start:len(toks)], atol=1e-3)
+
+
 def test_first_token_ties_shared_prefixes_full_title_separates(scorer):
     names = [TITLES[40], TITLES[41], TITLES[5]]
     first, full, _ = scorer.score(names)

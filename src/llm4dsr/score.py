@@ -50,6 +50,7 @@ class LlamaScorer:
                          n_gpu_layers=-1,  # every layer on the GPU when llama.cpp was built with one
                          seed=seed, verbose=False)
         self.n_ctx = n_ctx
+        self._has_logits = np.zeros(n_ctx, dtype=bool)  # positions whose llm.scores row is current
         self._title_tokens: dict[str, list[int]] = {}
         self.tokens_evaluated = 0
 
@@ -66,8 +67,13 @@ class LlamaScorer:
             self._title_tokens[title] = self.tokenize(prompts.display_title(title) + prompts.END)
         return self._title_tokens[title]
 
-    def eval_tokens(self, tokens: list[int]) -> None:
-        """Make ``tokens`` the model's context, evaluating only what differs from the cached prefix."""
+    def eval_tokens(self, tokens: list[int], logits_from: int | None = None) -> None:
+        """Make ``tokens`` the model's context, evaluating only what differs from the cached prefix.
+
+        The output layer (a vocabulary-sized product per token) is computed for the last
+        token only, or, with ``logits_from``, for every position from there on (a title's
+        continuation, whose every token is scored).
+        """
         if len(tokens) >= self.n_ctx:
             raise Llm4dsrError(f"prompt of {len(tokens)} tokens exceeds the context of {self.n_ctx}")
         cached = self.llm.input_ids[: self.llm.n_tokens]
@@ -75,9 +81,31 @@ class LlamaScorer:
         common = 0
         while common < n and cached[common] == tokens[common]:
             common += 1
+        if logits_from is not None and common > logits_from:  # cached positions without logits: redo them
+            missing = np.flatnonzero(~self._has_logits[logits_from:common])
+            if len(missing):
+                common = logits_from + int(missing[0])
         self.llm.n_tokens = common
-        self.llm.eval(tokens[common:])
+        self._decode(tokens[common:], all_logits=logits_from is not None)
         self.tokens_evaluated += len(tokens) - common
+
+    def _decode(self, tokens: list[int], all_logits: bool) -> None:
+        """llama-cpp-python's ``Llama.eval`` (0.3.x), except that the batch asks for the
+        logits of every token only when ``all_logits``, else of its last token only."""
+        llm = self.llm
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        for i in range(0, len(tokens), llm.n_batch):
+            batch = tokens[i:i + llm.n_batch]
+            n_past, n = llm.n_tokens, len(batch)
+            llm._batch.set_batch(batch=batch, n_past=n_past, logits_all=all_logits)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past:n_past + n] = batch
+            rows = n if all_logits else 1
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(rows * llm.n_vocab(),))
+            llm.scores[n_past + n - rows:n_past + n, :].reshape(-1)[:] = logits
+            self._has_logits[n_past:n_past + n] = all_logits
+            self._has_logits[n_past + n - 1] = True
+            llm.n_tokens += n
 
     def last_logprobs(self) -> np.ndarray:
         return _log_softmax(self.llm.scores[self.llm.n_tokens - 1].astype(np.float64))
@@ -97,7 +125,7 @@ class LlamaScorer:
             ct = self.title_tokens(t)
             total = lp0[ct[0]]
             if len(ct) > 1:
-                self.eval_tokens(ptoks + ct[:-1])
+                self.eval_tokens(ptoks + ct[:-1], logits_from=len(ptoks))
                 base = len(ptoks)
                 for j in range(1, len(ct)):
                     total += _log_softmax(self.llm.scores[base + j - 1].astype(np.float64))[ct[j]]
