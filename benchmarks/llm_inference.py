@@ -9,8 +9,9 @@ uniform-0.0/windows.parquet, else from windows the study's data stage makes from
 lenskit files. Each unit has exactly one replaced item, so ROC-AUC and top-1 say how
 well a scorer finds it (chance: 0.5 and 1/length).
 
-Model: the base SmolLM2-135M Q4_1 GGUF, with the study's LoRA adapter
-(finetune/adapter) when it exists. Every engine gets the same weights: the adapter is
+Model: the base SmolLM2-135M Q4_1 GGUF (a Llama: its merged weights are written
+directly as GGUF), with the study's LoRA adapter (finetune/adapter) when it exists and
+was trained on SmolLM2. Every engine gets the same weights: the adapter is
 written as a LoRA GGUF for the Q4_1 engine, merged and written as f16 then quantized
 with llama.cpp for Q8_0 and Q4_K_M, and merged in torch for fp32.
 
@@ -218,7 +219,9 @@ def main() -> None:
         write_parquet(units, work / "units.parquet")
         write_parquet(items[["item", "title"]], work / "items.parquet")
         adapter = args.results / "finetune" / "adapter"
-        tuned = adapter.exists()
+        from llm4dsr.llm import resolve, trained_on
+
+        tuned = trained_on(adapter, resolve("smollm2-135m"))  # the workflow's adapter, if the default is SmolLM2
         if tuned:  # a copy: the workflow may rewrite it while we run
             shutil.copytree(adapter, work / "adapter")
         prep = in_subprocess("prepare", work, args.threads)

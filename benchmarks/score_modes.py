@@ -1,12 +1,12 @@
 """Per-window (the paper) against per-history scoring of the train period: cost and
 detection quality, side by side on the same users.
 
-    .venv/bin/python benchmarks/score_modes.py [--users 20] [--noise uniform-0.1] [--threads 2]
+    .venv/bin/python benchmarks/score_modes.py [--users 20] [--noise uniform-0.1] [--threads 2] [--model smollm2-135m]
 
 One user's sliding windows overlap, so the paper's per-window mode scores each
 interaction up to 11 times; the history mode scores each one once, in consecutive
 blocks of ``--block`` items. Both use the workflow's fine-tuned model (the adapter in
-results/<dataset>/export/ when present, else the base model) and its units code, and
+results/<dataset>/export/ when it was trained on ``--model``, else the base model) and its units code, and
 are scored by the study's detection metrics (pooled over the unit's items).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from llm4dsr import metrics, units
 from llm4dsr.io import read_parquet
-from llm4dsr.llm import resolve
+from llm4dsr.llm import resolve, trained_on
 from llm4dsr.score import LlamaScorer, score_units
 
 
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=20, help="users sampled (seeded) for the comparison")
     ap.add_argument("--block", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="smollm2-135m", help="an offline GGUF base model (llm.base_model)")
     args = ap.parse_args()
     res = Path(args.results)
     seq = read_parquet(res / args.noise / "sequences.parquet")
@@ -38,10 +39,11 @@ def main() -> None:
     titles = dict(zip(items["item"].astype(int), items["title"]))
     users = np.random.default_rng(0).choice(seq["user"].unique(), size=args.users, replace=False)
     seq, win = seq[seq["user"].isin(users)], win[win["user"].isin(users)]
+    base = resolve(args.model)
     adapter = res / "export" / "adapter.gguf"
-    scorer = LlamaScorer(resolve("smollm2-135m").gguf_path, adapter if adapter.exists() else None,
-                         threads=args.threads)
-    print(f"model: SmolLM2-135M Q4_1{' + ' + str(adapter) if adapter.exists() else ' (base, no adapter)'}; "
+    tuned = adapter.exists() and trained_on(res / "finetune" / "adapter", base)  # the workflow's, if on this model
+    scorer = LlamaScorer(base.gguf_path, adapter if tuned else None, threads=args.threads)
+    print(f"model: {args.model}{' + ' + str(adapter) if tuned else ' (base, no adapter)'}; "
           f"{args.users} users, {args.noise}, {args.threads} threads")
     print(f"{'mode':8} {'units':>6} {'items scored':>13} {'seconds':>8} {'s/interaction':>14} "
           f"{'AUC full':>9} {'AUC first':>10} {'top1 full':>10}")

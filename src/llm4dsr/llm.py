@@ -84,6 +84,17 @@ def resolve(base_model: str, gguf_file: str | None = None) -> BaseModel:
     return BaseModel(base_model)
 
 
+def trained_on(adapter_dir: str | Path, base: BaseModel) -> bool:
+    """Whether the PEFT adapter saved in ``adapter_dir`` was trained on ``base``."""
+    import json
+
+    config = Path(adapter_dir) / "adapter_config.json"
+    if not config.exists():
+        return False
+    named = json.loads(config.read_text()).get("base_model_name_or_path") or ""
+    return Path(named).resolve() == Path(base.source).resolve() or named == base.source
+
+
 def _assembled(dist: str, module: str, name: str) -> Path:
     """The GGUF of a chunked wheel, joined (and checksummed by the wheel) on first use."""
     try:
