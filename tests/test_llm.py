@@ -103,6 +103,19 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, examples, tmp
     assert steps == [1, 2, 3, 4]
 
 
+def test_a_checkpoint_of_another_recipe_is_not_resumed(tiny, examples, tmp_path):
+    """Checkpoints outlive a config change (they are not workflow outputs); one written
+    with another LoRA rank must not be loaded into this run: it starts from step 0."""
+    model, tok = load_torch(tiny)
+    finetune.train(model, tok, examples, tmp_path, lora=LORA, steps=2, batch_size=4, lr=5e-3, seed=0,
+                   checkpoint_every=2, progress=False)
+    model, tok = load_torch(tiny)
+    finetune.train(model, tok, examples, tmp_path, lora={**LORA, "r": 8}, steps=3, batch_size=4, lr=5e-3, seed=0,
+                   checkpoint_every=2, progress=False)
+    steps = [int(line.split("\t")[0]) for line in (tmp_path / "loss.tsv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3]
+
+
 def test_unknown_target_module_is_a_clear_error(tiny):
     model, _ = load_torch(tiny)
     with pytest.raises(Llm4dsrError, match="target_modules"):

@@ -288,9 +288,16 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
 
     held = tokenize_candidates(heldout, tokenizer, 10 ** 6) if heldout and eval_every else None
     start, history, curve = 0, [], []
+    fingerprint = recipe_fingerprint(model, examples, lora=lora, batch_size=batch_size, lr=lr, seed=seed,
+                                     objective=objective, warmup=warmup, cutoff=cutoff)
     last = _latest_checkpoint(ckpt_dir)
     if last is not None:
         state = torch.load(last / "state.pt", weights_only=False)
+        if state.get("fingerprint") != fingerprint:  # another model, recipe or data: not this run's
+            log.warning("%s is from another recipe, model or data: training from step 0", last)
+            shutil.rmtree(last, ignore_errors=True)
+            last = None
+    if last is not None:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(peft_model, state["lora"])
@@ -340,7 +347,7 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
         if evaluating and ((step + 1) % eval_every == 0 or step + 1 == steps):
             measure(step + 1)
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            _save_checkpoint(peft_model, opt, sched, step + 1, history, curve, ckpt_dir)
+            _save_checkpoint(peft_model, opt, sched, step + 1, history, curve, ckpt_dir, fingerprint)
             log.info("step %d/%d loss %.4f (%.1f s)", step + 1, steps, loss_value, time.time() - t0)
 
     with atomic_dir(out_dir / "adapter") as tmp:
@@ -355,13 +362,26 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
             "last_loss": history[-1]["loss"] if history else None, "curve": curve, "model": peft_model}
 
 
-def _save_checkpoint(peft_model, opt, sched, step, history, curve, ckpt_dir: Path) -> None:
+def recipe_fingerprint(model, examples: list[dict], **recipe) -> str:
+    """A hash of what a checkpoint's weights depend on, but the number of steps: the base
+    model, the examples and the recipe. A checkpoint resumes only a run with the same one."""
+    import hashlib
+
+    base = getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
+    text = json.dumps({"base": str(base), "architecture": model.config.model_type,
+                       "hidden": model.config.hidden_size, "recipe": recipe,
+                       "examples": [(e["prompt"], e.get("response")) for e in examples]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _save_checkpoint(peft_model, opt, sched, step, history, curve, ckpt_dir: Path, fingerprint: str) -> None:
     import torch
     from peft import get_peft_model_state_dict
 
     state = {"lora": get_peft_model_state_dict(peft_model), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
-             "history": history, "curve": curve}
+             "history": history, "curve": curve, "fingerprint": fingerprint}
     with atomic_dir(ckpt_dir / f"step-{step:06d}") as tmp:
         torch.save(state, tmp / "state.pt")
     for old in ckpt_dir.glob("step-*"):  # keep the newest only: the adapter is small, disk is not free
