@@ -224,9 +224,12 @@ def convert_hf(model_dir: str | Path, out: str | Path, outtype: str = "f16") -> 
 
 def merged_f16(peft_model, base: BaseModel, out: str | Path, workdir: str | Path) -> Path:
     """Merge the adapter and write an f16 GGUF (direct for Llama+GGUF bases, else via the converter)."""
+    config = peft_model.get_base_model().config
+    if base.gguf and config.model_type != "llama":  # no tokenizer files for the converter to read
+        raise Llm4dsrError(f"export.route=merged: a GGUF base of architecture {config.model_type} cannot be "
+                           "written back (only Llama can); use export.route: adapter")
     merged = peft_model.merge_and_unload()
-    config = merged.config
-    if base.gguf and config.model_type == "llama":
+    if base.gguf:
         return write_llama_gguf(out, merged.state_dict(), config, base.gguf_path, "F16")
     workdir = Path(workdir)
     merged.save_pretrained(workdir / "merged")
