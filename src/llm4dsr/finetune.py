@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from . import prompts
-from .noise import draw_replacement
 from .io import Llm4dsrError, atomic_dir, write_text
+from .noise import draw_replacement
 
 log = logging.getLogger(__name__)
 
