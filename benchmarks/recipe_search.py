@@ -32,24 +32,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
 
-from llm4dsr import detectors, finetune, prompts
+from llm4dsr import detectors, finetune, metrics, prompts
+from llm4dsr.detectors import scores_frame
 from llm4dsr.io import Llm4dsrError, read_parquet, write_text
 from llm4dsr.llm import load_torch, resolve
-from llm4dsr.units import self_supervised_units
+from llm4dsr.units import item_table, self_supervised_units
 
 NULL_HISTORY = ["N/A"]
 
 
 def detection(units: pd.DataFrame, logp: list[np.ndarray]) -> dict:
-    """ROC-AUC over all items and top-1 accuracy per unit (one noisy item per unit)."""
-    y, p, top1 = [], [], []
-    for noise, probs in zip(units["noise"], detectors.softmax(logp)):  # the workflow's normalisation
-        y += list(noise)
-        p += list(probs)
-        top1.append(float(np.argmax(probs) == int(np.argmax(noise))))
-    return {"roc_auc": round(float(roc_auc_score(y, p)), 4), "top1": round(float(np.mean(top1)), 4)}
+    """ROC-AUC and top-1, by the study's own normalisation and metric code."""
+    m = metrics.detection_metrics(item_table(units, scores_frame(units, logp)), None)
+    return {"roc_auc": round(m["roc_auc"], 4), "top1": round(m["top1"], 4)}
 
 
 def title_logliks(peft_model, tok, prompt: str, titles: list[str], pad: int, per_call: int = 64) -> dict[str, float]:
@@ -70,12 +66,9 @@ def llm_scores(peft_model, tok, units: pd.DataFrame, titles: dict[int, str], pad
     packed = finetune.tokenize_candidates(
         [{"prompt": prompts.prompt(n), "candidates": n, "noise_index": 0} for n in names], tok, 10 ** 6)
     out = []
-    for s in range(0, len(packed), batch):
-        idx = list(range(s, min(s + batch, len(packed))))
-        sums = finetune.branch_logliks(peft_model, packed, idx, pad)[0]
-        for b, i in enumerate(idx):
-            value = dict(zip(dict.fromkeys(names[i]), sums[b].tolist()))
-            out.append(np.array([value[t] for t in names[i]]))
+    for n, sums in zip(names, finetune.candidate_logliks(peft_model, packed, pad, batch)):
+        value = dict(zip(dict.fromkeys(n), sums))  # branches are the distinct titles
+        out.append(np.array([value[t] for t in n]))
     return out
 
 

@@ -70,13 +70,17 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
+def response_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a training answer, closed by the end-of-sequence token."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
 def tokenize(examples: list[dict], tokenizer, cutoff: int) -> list[tuple[list[int], int]]:
     """(token ids, index of the first response token) per example, cut to ``cutoff`` tokens."""
     out = []
     for ex in examples:
         p = prompt_ids(tokenizer, ex["prompt"])
-        r = tokenizer(ex["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = (p + r)[:cutoff]
+        ids = (p + response_ids(tokenizer, ex["response"]))[:cutoff]
         if len(p) >= cutoff:
             raise Llm4dsrError(f"finetune.cutoff={cutoff}: a prompt has {len(p)} tokens, no room for the answer")
         out.append((ids, len(p)))
@@ -121,9 +125,7 @@ def tokenize_candidates(examples: list[dict], tokenizer, cutoff: int) -> list[di
         titles = list(dict.fromkeys(ex["candidates"]))
         branches = [tokenizer(prompts.display_title(t) + prompts.END, add_special_tokens=False)["input_ids"]
                     for t in titles]
-        response = None
-        if ex.get("response"):
-            response = tokenizer(ex["response"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        response = response_ids(tokenizer, ex["response"]) if ex.get("response") else None
         if len(p) + sum(map(len, branches)) + len(response or ()) > cutoff:
             raise Llm4dsrError(f"finetune.cutoff={cutoff}: an example packs more tokens than the cutoff")
         out.append({"prompt": p, "branches": branches, "response": response,
@@ -204,26 +206,34 @@ def candidates_loss(peft_model, packed: list[dict], idx, pad_id):
     return torch.stack(losses).mean()
 
 
-def heldout_metrics(peft_model, packed: list[dict], pad_id, batch_size: int = 8) -> dict:
-    """Top-1 and ROC-AUC of the full-title scores on held-out self-supervised examples."""
+def candidate_logliks(peft_model, packed: list[dict], pad_id, batch_size: int = 8) -> list[np.ndarray]:
+    """Per example, the summed log-likelihood of each candidate branch (no gradients)."""
     import torch
-    from sklearn.metrics import roc_auc_score
 
     was_training = peft_model.training
     peft_model.eval()
-    y, p, top1 = [], [], []
+    out = []
     with torch.no_grad():
         for s in range(0, len(packed), batch_size):
             idx = list(range(s, min(s + batch_size, len(packed))))
-            sums = branch_logliks(peft_model, packed, idx, pad_id)[0]
-            for b, i in enumerate(idx):
-                k = len(packed[i]["branches"])
-                probs = torch.softmax(sums[b, :k], 0).cpu().numpy()
-                y += [int(j == packed[i]["noise"]) for j in range(k)]
-                p += probs.tolist()
-                top1.append(float(probs.argmax() == packed[i]["noise"]))
+            sums = branch_logliks(peft_model, packed, idx, pad_id)[0].cpu().numpy()
+            out += [sums[b, :len(packed[i]["branches"])] for b, i in enumerate(idx)]
     peft_model.train(was_training)
-    return {"top1": float(np.mean(top1)), "roc_auc": float(roc_auc_score(y, p)), "examples": len(packed)}
+    return out
+
+
+def heldout_metrics(peft_model, packed: list[dict], pad_id, batch_size: int = 8) -> dict:
+    """Top-1 and ROC-AUC of the full-title scores on held-out self-supervised examples,
+    by the study's detection metric code."""
+    from .detectors import softmax
+    from .metrics import detection_metrics
+
+    probs = softmax(candidate_logliks(peft_model, packed, pad_id, batch_size))
+    items = pd.DataFrame({"unit": np.repeat(np.arange(len(packed)), [len(p) for p in probs]),
+                          "noise": [int(j == ex["noise"]) for ex, p in zip(packed, probs) for j in range(len(p))],
+                          "prob": np.concatenate(probs)})
+    m = detection_metrics(items, None)
+    return {"top1": m["top1"], "roc_auc": m["roc_auc"], "examples": len(packed)}
 
 
 def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
