@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/finetune_throughput.py [--steps 5] [--batch-size 8] [--threads 2]
         [--target-modules q_proj v_proj] [--model smollm2-135m]
 
-Runs the study's own training loop (llm4dsr.finetune.train: response-only loss, AdamW,
+Runs the study's own training loop (llm4dsr.finetune.trainer.train: response-only loss, AdamW,
 checkpoint at the end) on self-supervised examples in the study's prompt format, made
 from full-length ml-latest-small windows (10 history titles + the target, one replaced).
 Step 1 is a warm-up and is left out of the rates. Peak RSS is the process's high-water
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from llm4dsr import finetune
+from llm4dsr.finetune import examples as ft_examples, objectives, trainer
 from llm4dsr.llm import load_torch, resolve
 from mlsmall import lenskit_windows
 
@@ -46,17 +46,17 @@ def main() -> None:
         windows, items = lenskit_windows(Path(tmp) / "data", args.seed)
         full = windows[windows["history_clean"].map(len) == 10]  # the longest prompts the study trains on
         titles = dict(zip(items["item"].astype(int), items["title"]))
-        examples = finetune.make_examples(full, titles, args.steps * args.batch_size, args.seed)
+        examples = ft_examples.make_examples(full, titles, args.steps * args.batch_size, args.seed)
         rss_data = peak_rss_mb()
 
         t0 = time.perf_counter()
         model, tok = load_torch(resolve(args.model))
         load_s = time.perf_counter() - t0
         rss_load = peak_rss_mb()
-        prompt_tokens = [start for _, start in finetune.tokenize(examples, tok, args.cutoff)]
+        prompt_tokens = [start for _, start in objectives.tokenize(examples, tok, args.cutoff)]
 
         lora = {"r": args.r, "alpha": 2 * args.r, "dropout": 0.05, "target_modules": args.target_modules}
-        res = finetune.train(model, tok, examples, Path(tmp) / "ft", lora=lora, steps=args.steps,
+        res = trainer.train(model, tok, examples, Path(tmp) / "ft", lora=lora, steps=args.steps,
                              batch_size=args.batch_size, lr=1e-4, cutoff=args.cutoff, seed=args.seed,
                              checkpoint_every=args.steps, threads=args.threads, progress=False)
         rows = [line.split("\t") for line in (Path(tmp) / "ft" / "loss.tsv").read_text().splitlines()[1:]]

@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llm4dsr import finetune, metrics, prompts
-from llm4dsr.detectors import scores_frame
+from llm4dsr import metrics, prompts
+from llm4dsr.finetune import objectives
+from llm4dsr.scores import scores_frame
 from llm4dsr.io import read_parquet, write_parquet
 from llm4dsr.units import item_table, self_supervised_units
 
@@ -152,7 +153,7 @@ def run_torch(work: Path, threads: int) -> dict:
     t0 = time.perf_counter()
     with torch.no_grad():
         for names in histories:
-            ptoks = finetune.prompt_ids(tok, prompts.prompt(names))
+            ptoks = objectives.prompt_ids(tok, prompts.prompt(names))
             out = model(input_ids=torch.tensor([ptoks]), use_cache=True, logits_to_keep=1)
             cache, lp0 = out.past_key_values, torch.log_softmax(out.logits[0, -1].double(), -1)
             scores: dict[str, tuple[float, float]] = {}

@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llm4dsr import detectors, finetune, metrics, prompts
-from llm4dsr.detectors import scores_frame
+from llm4dsr import detectors, metrics, prompts
+from llm4dsr.finetune import examples as ft_examples, objectives, trainer
+from llm4dsr.scores import scores_frame
 from llm4dsr.io import Llm4dsrError, read_parquet, write_text
 from llm4dsr.llm import load_torch, resolve
 from llm4dsr.units import item_table, self_supervised_units
@@ -53,8 +54,8 @@ def title_logliks(peft_model, tok, prompt: str, titles: list[str], pad: int, per
     out = {}
     for s in range(0, len(titles), per_call):
         chunk = list(dict.fromkeys(titles[s:s + per_call]))
-        packed = finetune.tokenize_candidates([{"prompt": prompt, "candidates": chunk, "noise_index": 0}], tok, 10 ** 6)
-        sums = finetune.branch_logliks(peft_model, packed, [0], pad)[0][0]
+        packed = objectives.tokenize_candidates([{"prompt": prompt, "candidates": chunk, "noise_index": 0}], tok, 10 ** 6)
+        sums = objectives.branch_logliks(peft_model, packed, [0], pad)[0][0]
         out.update(zip(chunk, sums.tolist()))
     return out
 
@@ -63,10 +64,10 @@ def llm_scores(peft_model, tok, units: pd.DataFrame, titles: dict[int, str], pad
                batch: int = 8) -> list[np.ndarray]:
     """Per unit, the full-title log-likelihood of each of its items after its prompt."""
     names = [[titles[int(i)] for i in items] for items in units["items"]]
-    packed = finetune.tokenize_candidates(
+    packed = objectives.tokenize_candidates(
         [{"prompt": prompts.prompt(n), "candidates": n, "noise_index": 0} for n in names], tok, 10 ** 6)
     out = []
-    for n, sums in zip(names, finetune.candidate_logliks(peft_model, packed, pad, batch)):
+    for n, sums in zip(names, objectives.candidate_logliks(peft_model, packed, pad, batch)):
         value = dict(zip(dict.fromkeys(n), sums))  # branches are the distinct titles
         out.append(np.array([value[t] for t in n]))
     return out
@@ -108,7 +109,7 @@ def main() -> None:
             "popularity": self_supervised_units(windows, n_items, args.n, args.seed + 12, counts)}
     pool = windows
     for units in held.values():
-        pool = pool[~finetune.heldout_mask(pool, units)]
+        pool = pool[~ft_examples.heldout_mask(pool, units)]
     fitted = {name: detectors.make_detector(name).fit(sequences, n_items) for name in ("popularity", "cooccurrence")}
     baselines = {(m, name): detection(u, det.score(u)) for m, u in held.items() for name, det in fitted.items()}
 
@@ -134,11 +135,11 @@ def main() -> None:
         print(f"# eval at step {step}: {time.time() - t0:.0f} s", flush=True)
         return {}
 
-    examples = finetune.make_examples(pool, titles, args.steps * args.batch_size, args.seed, args.replace_with, counts)
+    examples = ft_examples.make_examples(pool, titles, args.steps * args.batch_size, args.seed, args.replace_with, counts)
     lora = {"r": args.r, "alpha": 2 * args.r, "dropout": 0.05, "target_modules": args.target_modules}
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        result = finetune.train(model, tok, examples, tmp, lora=lora, steps=args.steps, batch_size=args.batch_size,
+        result = trainer.train(model, tok, examples, tmp, lora=lora, steps=args.steps, batch_size=args.batch_size,
                                 lr=args.lr, seed=args.seed, checkpoint_every=args.steps, threads=args.threads,
                                 objective=args.objective, eval_every=args.eval_every, on_eval=evaluate,
                                 progress=False)

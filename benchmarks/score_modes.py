@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm4dsr import metrics, units
+from llm4dsr import metrics, names, units
 from llm4dsr.io import read_parquet
 from llm4dsr.llm import resolve, trained_on
 from llm4dsr.score import LlamaScorer, score_units
@@ -47,7 +47,7 @@ def main() -> None:
           f"{args.users} users, {args.noise}, {args.threads} threads")
     print(f"{'mode':8} {'units':>6} {'items scored':>13} {'seconds':>8} {'s/interaction':>14} "
           f"{'AUC full':>9} {'AUC first':>10} {'top1 full':>10}")
-    interactions = int(seq["split"].isin(units.TRAIN_PERIOD).sum())
+    interactions = int(seq["split"].isin(names.TRAIN_PERIOD).sum())
     for mode in ("window", "history"):
         u = units.make_units(seq, win, mode, args.block)
         u = u[u["split"] == "train"].reset_index(drop=True)

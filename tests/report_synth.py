@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from denoise_synth import make_log
 
-from llm4dsr.backbone import aggregate
+from llm4dsr.backbones.results import aggregate
 from llm4dsr.correct import CHANGE_COLUMNS, select
 from llm4dsr.metrics import detection_report
 from llm4dsr.units import item_table, make_units

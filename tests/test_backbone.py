@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from llm4dsr import backbone
-from llm4dsr.backbones import MODELS, build
+from llm4dsr import config, correct
+from llm4dsr.backbones import MODELS, build, results
+from llm4dsr.backbones import trainer as backbone
 from llm4dsr.io import Llm4dsrError
 from llm4dsr.metrics import hit_ndcg_at_k, target_ranks
 
 N_ITEMS = 30
-FAST = {"hidden": 32, "layers": 1, "dropout": 0.0, "lr": 1e-2, "batch_size": 32, "max_epochs": 4,
-        "patience": 2, "ks": [5, 10]}
+FAST = {**config.defaults("backbone"), "hidden": 32, "layers": 1, "dropout": 0.0, "lr": 1e-2, "batch_size": 32,
+        "max_epochs": 4, "patience": 2, "ks": [5, 10]}
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,8 @@ def make_windows(n: int, split: str, seed: int, n_items: int = N_ITEMS) -> pd.Da
 def data(tmp_path):
     windows = pd.concat([make_windows(160, "train", 1), make_windows(40, "valid", 2), make_windows(40, "test", 3)])
     windows.to_parquet(tmp_path / "windows.parquet")
-    pd.DataFrame({"item": range(1, N_ITEMS + 1)}).to_parquet(tmp_path / "items.parquet")
+    pd.DataFrame({"item": range(1, N_ITEMS + 1), "title": [f"t{i}" for i in range(1, N_ITEMS + 1)],
+                  "count": 1}).to_parquet(tmp_path / "items.parquet")
     return tmp_path
 
 
@@ -163,7 +165,7 @@ def test_clean_windows_takes_pre_noise_items():
     w["history"] = [[1] * len(h) for h in w["history_clean"]]
     w["history_noise"] = [[1] * len(h) for h in w["history_clean"]]
     w["target"], w["target_noise"] = 1, 1
-    clean = backbone.clean_windows(w)
+    clean = correct.clean_windows(w)
     assert clean["history"].tolist() == w["history_clean"].tolist()
     assert (clean["target"] == w["target_clean"]).all() and (clean["target_noise"] == 0).all()
     assert all(set(h) <= {0} for h in clean["history_noise"])
@@ -181,7 +183,7 @@ def test_aggregate_mean_std_and_gain(tmp_path):
             p.write_text(json.dumps({"model": model, "condition": cond, "seed": seed, "best_epoch": seed + 1,
                                      "train_seconds": 1.0, "test": {"hr@5": v, "ndcg@5": v / 2}}))
             paths.append(p)
-    table = backbone.aggregate(paths, tmp_path / "results.csv", tmp_path / "results.md")
+    table = results.aggregate(paths, tmp_path / "results.csv", tmp_path / "results.md")
     csv = pd.read_csv(tmp_path / "results.csv").set_index(["model", "condition"])
     assert csv.loc[("sasrec", "noisy"), "hr@5_mean"] == pytest.approx(0.2)
     assert csv.loc[("sasrec", "noisy"), "hr@5_std"] == pytest.approx(0.1)
@@ -198,4 +200,4 @@ def test_aggregate_rejects_duplicate_runs(tmp_path):
     p = tmp_path / "r.json"
     p.write_text(json.dumps({"model": "sasrec", "condition": "noisy", "seed": 0, "test": {"hr@5": 0.1}}))
     with pytest.raises(Llm4dsrError, match="duplicate"):
-        backbone.aggregate([p, p], tmp_path / "results.csv", tmp_path / "results.md")
+        results.aggregate([p, p], tmp_path / "results.csv", tmp_path / "results.md")

@@ -1,17 +1,19 @@
-"""Both presets validate against the workflow's schema; a wrong value fails with a
-message that names the offending key."""
+"""The config: both presets validate; a wrong value fails in one line naming the key;
+the schema is the only home of defaults and llm4dsr.names the only home of names."""
 from __future__ import annotations
 
+import ast
 import copy
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+
+from llm4dsr import config, names
+from llm4dsr.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
 PRESETS = ["config.yaml", "config/paper.yaml"]
 
 
@@ -21,12 +23,11 @@ def load(name: str) -> dict:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_validates(name):
-    validate(load(name), SCHEMA)
+    config.load(ROOT / name)
 
 
 def test_paper_preset_is_the_papers_recipe():
-    cfg = load("config/paper.yaml")
-    validate(cfg, SCHEMA)  # fills the schema's defaults
+    cfg = config.load(ROOT / "config/paper.yaml")
     assert {d["source"] for d in cfg["datasets"].values()} == {"amazon2014"}
     assert cfg["datasets"]["movies"]["kcore"] == 11 and cfg["datasets"]["movies"]["max_items"] == 20000
     assert cfg["finetune"]["lora"] == {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
@@ -45,14 +46,94 @@ def _set(cfg: dict, path: tuple, value) -> dict:
 
 @pytest.mark.parametrize("name", PRESETS)
 @pytest.mark.parametrize("path, value, named", [
-    (("noise", "settings"), ["uniform-2"], "['noise']['settings'][0]"),
-    (("finetune", "lora", "r"), -1, "['finetune']['lora']['r']"),
-    (("backbone", "models"), ["sasrec", "bert4rec"], "['backbone']['models'][1]"),
-    (("llm", "gpus"), -1, "['llm']['gpus']"),
-    (("finetune", "replace_with"), "zipf", "['finetune']['replace_with']"),
-    (("finetune", "no_such_key"), 1, "'no_such_key' was unexpected"),
+    (("noise", "settings"), ["uniform-2"], "noise.settings[0]: 'uniform-2'"),
+    (("finetune", "lora", "r"), -1, "finetune.lora.r: -1"),
+    (("backbone", "models"), ["sasrec", "bert4rec"], "backbone.models[1]: 'bert4rec'"),
+    (("llm", "gpus"), -1, "llm.gpus: -1"),
+    (("finetune", "replace_with"), "zipf", "finetune.replace_with: 'zipf'"),
+    (("finetune", "no_such_key"), 1, "finetune: Additional properties are not allowed ('no_such_key' was unexpected)"),
+    (("window", "split"), [0.8, 0.1, 0.2], "window.split: [0.8, 0.1, 0.2] must sum to 1"),
+    (("report", "noise"), "uniform-0.5", "report.noise: 'uniform-0.5' is not one of noise.settings"),
+    (("report", "sweep_models"), ["caser", "gru4rec", "sasrec", "nope"], "report.sweep_models[3]: 'nope'"),
 ])
-def test_wrong_value_names_the_key(name, path, value, named):
-    with pytest.raises(WorkflowError) as err:
-        validate(_set(load(name), path, value), SCHEMA)
-    assert named in str(err.value)
+def test_wrong_value_names_the_key_in_one_line(name, path, value, named):
+    with pytest.raises(ConfigError) as err:
+        config.validate(_set(load(name), path, value), name)
+    message = str(err.value)
+    assert message.startswith(f"{name}: ") and named in message and "\n" not in message
+
+
+def test_a_local_source_needs_its_files():
+    cfg = load("config.yaml")
+    cfg["datasets"] = {"mine": {"source": "local", "items": "items.csv"}}
+    with pytest.raises(ConfigError, match="datasets.mine.interactions: required for source local"):
+        config.validate(cfg)
+
+
+def test_defaults_are_filled_and_whole_number_floats_become_integers():
+    cfg = load("config.yaml")
+    del cfg["backbone"]["hidden"]
+    cfg["window"]["max_history"] = 10.0
+    cfg["backbone"]["seeds"] = [0.0, 1.0]
+    out = config.validate(cfg)
+    assert out["backbone"]["hidden"] == 64 and out["export"]["parity_prompts"] == 3
+    assert type(out["window"]["max_history"]) is int and [type(s) for s in out["backbone"]["seeds"]] == [int, int]
+    assert type(out["finetune"]["lr"]) is float  # numbers stay numbers
+    assert cfg["window"]["max_history"] == 10.0 and "hidden" not in cfg["backbone"]  # the input is not changed
+
+
+def test_schema_enums_are_the_registered_names():
+    """The schema's name lists come from llm4dsr.names, and the code's registries agree."""
+    from llm4dsr import detectors
+    from llm4dsr.backbones import MODELS
+
+    defs = config.schema()["$defs"]
+    assert defs["detector"]["enum"] == list(names.DETECTORS)
+    assert defs["condition"]["enum"] == list(names.CONDITIONS)
+    assert defs["backbone"]["enum"] == list(names.BACKBONES) == list(MODELS)
+    assert defs["score_method"]["enum"] == list(names.LLM_METHODS)
+    assert re.fullmatch(defs["noise_setting"]["pattern"], "confusable-0.25")
+    assert all(re.fullmatch(names.NOISE_SETTING, f"{m}-0.1") for m in names.NOISE_MODELS)
+    assert set(detectors._registered()) == set(names.DETECTORS)
+    assert set(names.CONDITIONS) >= {*names.REFERENCE_CONDITIONS, *names.LLM_CONDITIONS, *names.DETECTORS, "random"}
+    assert set(names.LABELS) >= {*names.LLM_SCORES, *names.DETECTORS, *names.COMBINATIONS}
+
+
+def _schema_keys() -> set[str]:
+    keys: set[str] = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            keys.update(node.get("properties", {}))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config.schema())
+    return keys
+
+
+def test_no_config_default_is_written_outside_the_schema():
+    """Code reads the validated config: a `.get("<config key>", fallback)` or a dict of
+    mirrored defaults would be a second home for a default, and they drift apart."""
+    keys = _schema_keys()
+    found = []
+    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "workflow").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    files.remove(ROOT / "src" / "llm4dsr" / "config.py")  # it walks the schema itself
+    for path in files:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in keys
+                    and ast.unparse(node.func.value) not in ("snakemake.input", "snakemake.output", "inp")):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .get({node.args[0].value!r})")
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and "DEFAULTS" in t.id for t in node.targets):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: a DEFAULTS table")
+    for path in (ROOT / "workflow").rglob("*.smk"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for key in re.findall(r"""\.get\(\s*["']([a-z_]+)["']""", line):
+                if key in keys:
+                    found.append(f"{path.relative_to(ROOT)}:{n}: .get({key!r})")
+    assert not found, "\n".join(found)

@@ -5,8 +5,9 @@ import pytest
 
 from denoise_synth import make_log
 from llm4dsr import correct
-from llm4dsr.detectors import Cooccurrence, scores_frame
+from llm4dsr.detectors import Cooccurrence
 from llm4dsr.io import Llm4dsrError
+from llm4dsr.scores import scores_frame, split_thresholds
 from llm4dsr.units import item_table, make_units
 
 N_ITEMS = 40
@@ -41,9 +42,9 @@ def test_threshold_and_max_per_sequence(log, mode):
     seq, win = log
     units = make_units(seq, win, mode, 8)
     scores = cooc_scores(seq, units)
-    out, changes = correct.run("cooccurrence", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores)
+    out, changes = correct.correct("cooccurrence", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores)
     items = item_table(units, scores)
-    cuts = correct.split_thresholds(items, CFG["threshold"])
+    cuts = split_thresholds(items, CFG["threshold"])
     assert len(changes) and (changes["prob"] > changes["split"].map(cuts)).all()
     per_unit = changes.groupby("unit").agg(n=("pos", "size"), split=("split", "first"))
     assert (per_unit["n"] <= per_unit["split"].map({"train": 2, "valid": 1, "test": 1})).all()
@@ -59,7 +60,7 @@ def test_train_windows_rebuilt_from_corrected_log(log):
     seq, win = log
     units = make_units(seq, win, "history", 8)
     scores, suggestions = oracle(seq, units)
-    out, changes = correct.run("llm4dsr", win, seq, units, N_ITEMS, {**CFG, "threshold": {
+    out, changes = correct.correct("llm4dsr", win, seq, units, N_ITEMS, {**CFG, "threshold": {
         "kind": "probability", "train": 0.2, "test": 0.2}}, seed=0, scores=scores, suggestions=suggestions)
     train = changes[changes["split"] == "train"]
     assert len(train) and (train["was_noise"] == 1).all()
@@ -85,7 +86,7 @@ def test_window_mode_corrects_windows_directly(log):
     seq, win = log
     units = make_units(seq, win, "window", 8)
     scores, suggestions = oracle(seq, units)
-    out, changes = correct.run("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores, suggestions=suggestions)
+    out, changes = correct.correct("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores, suggestions=suggestions)
     w = units.set_index("unit")["window"]
     tgt = changes[(changes["split"] == "train") & (changes["pos"] == changes["unit"].map(w).map(win.set_index("window")["target_pos"]))]
     assert len(tgt)  # a train window's target is part of its unit and may be corrected
@@ -103,14 +104,14 @@ def test_llm_conditions_only_use_suggested_positions(log):
     # rank 0 repeats the item itself (no change), rank 1 is the real suggestion
     suggestions = pd.concat([top[["unit", "pos", "item"]].assign(rank=0),
                              top[["unit", "pos"]].assign(rank=1, item=(top["item"] % N_ITEMS) + 1)])
-    _, changes = correct.run("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores, suggestions=suggestions)
+    _, changes = correct.correct("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores, suggestions=suggestions)
     chosen = changes.merge(top[["unit", "pos", "item"]], on=["unit", "pos"])
     assert len(chosen) == len(changes) and (chosen["new_item"] == chosen["item"] % N_ITEMS + 1).all()
-    _, every = correct.run("llm4dsr_no_uncertainty", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores,
+    _, every = correct.correct("llm4dsr_no_uncertainty", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores,
                            suggestions=suggestions)
     assert len(every) == len(units) > len(changes) and every["unit"].is_unique
     with pytest.raises(Llm4dsrError, match="suggestions.parquet: suggested item outside"):
-        correct.run("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores,
+        correct.correct("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores,
                     suggestions=suggestions.assign(item=N_ITEMS + 1))
 
 
@@ -118,12 +119,12 @@ def test_random_makes_the_same_number_of_changes(log):
     seq, win = log
     units = make_units(seq, win, "history", 8)
     scores, suggestions = oracle(seq, units)
-    _, llm = correct.run("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores, suggestions=suggestions)
-    out, rnd = correct.run("random", win, seq, units, N_ITEMS, CFG, seed=5, llm_changes=llm)
+    _, llm = correct.correct("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores, suggestions=suggestions)
+    out, rnd = correct.correct("random", win, seq, units, N_ITEMS, CFG, seed=5, llm_changes=llm)
     assert rnd.groupby("split").size().to_dict() == llm.groupby("split").size().to_dict()
     assert (rnd["new_item"] != rnd["old_item"]).all() and rnd["new_item"].between(1, N_ITEMS).all()
     assert rnd["prob"].isna().all() and not rnd.set_index(["unit", "pos"]).index.equals(llm.set_index(["unit", "pos"]).index)
-    assert rnd.equals(correct.run("random", win, seq, units, N_ITEMS, CFG, seed=5, llm_changes=llm)[1])
+    assert rnd.equals(correct.correct("random", win, seq, units, N_ITEMS, CFG, seed=5, llm_changes=llm)[1])
     check_held_targets(win, out)
 
 
@@ -134,4 +135,4 @@ def test_a_unit_showing_a_test_target_is_refused(log):
     target = int(win.set_index("window").at[units.at[k, "window"], "target_pos"])
     units.at[k, "positions"] = list(units.at[k, "positions"][1:]) + [target]
     with pytest.raises(Llm4dsrError, match="shows the target"):
-        correct.run("cooccurrence", win, seq, units, N_ITEMS, CFG, seed=0, scores=cooc_scores(seq, units))
+        correct.correct("cooccurrence", win, seq, units, N_ITEMS, CFG, seed=0, scores=cooc_scores(seq, units))

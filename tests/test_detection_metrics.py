@@ -6,8 +6,9 @@ import pytest
 
 from denoise_synth import make_log
 from llm4dsr import combine
-from llm4dsr.detectors import make_detector, scores_frame
+from llm4dsr.detectors import make_detector
 from llm4dsr.metrics import detection_metrics, detection_report
+from llm4dsr.scores import scores_frame
 from llm4dsr.units import item_table, make_units
 
 # three test units; probs and noise by hand

@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 
 from denoise_synth import make_log
-from llm4dsr.detectors import (Cooccurrence, IdTransformer, Popularity, make_detector, scores_frame,
-                               softmax, suggest_cooccurrence)
+from llm4dsr.detectors import Cooccurrence, IdTransformer, Popularity, make_detector, suggest_cooccurrence
 from llm4dsr.io import Llm4dsrError
 from llm4dsr.metrics import detection_report
+from llm4dsr.scores import scores_frame, softmax
 from llm4dsr.units import make_units
 
 HALF = 20  # items 1..20 and 21..40 are the two communities of denoise_synth

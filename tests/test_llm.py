@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from llm4dsr import export, finetune, prompts
+from llm4dsr import export, prompts
+from llm4dsr.finetune import examples as ft_examples, objectives, trainer
 from llm4dsr.io import Llm4dsrError
 from llm4dsr.llm import check_gguf, load_torch, resolve
 from llm4dsr.score import LlamaScorer, score_units
@@ -34,14 +35,14 @@ def examples():
     rng = np.random.default_rng(0)
     hist = [list(rng.choice(np.arange(1, 40), size=6, replace=False)) for _ in range(30)]
     w = pd.DataFrame({"split": "train", "history_clean": hist, "target_clean": [43] * 30})
-    return finetune.make_examples(w, TITLES, 24, seed=1)
+    return ft_examples.make_examples(w, TITLES, 24, seed=1)
 
 
 @pytest.fixture(scope="session")
 def trained(tiny, examples, tmp_path_factory):
     out = tmp_path_factory.mktemp("ft")
     model, tok = load_torch(tiny)
-    res = finetune.train(model, tok, examples, out, lora=LORA, steps=8, batch_size=4, lr=5e-3, seed=0,
+    res = trainer.train(model, tok, examples, out, lora=LORA, steps=8, batch_size=4, lr=5e-3, seed=0,
                          checkpoint_every=4, progress=False)
     return out, res
 
@@ -79,21 +80,21 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, examples, tmp
 
     def train(out):
         model, tok = load_torch(tiny)
-        return finetune.train(model, tok, examples, out, lora=LORA, steps=4, batch_size=4, lr=5e-3, seed=0,
+        return trainer.train(model, tok, examples, out, lora=LORA, steps=4, batch_size=4, lr=5e-3, seed=0,
                               checkpoint_every=2, progress=False)
 
     train(tmp_path / "straight")
-    real_save = finetune._save_checkpoint
+    real_save = trainer._save_checkpoint
 
     def save_then_die(*args, **kwargs):
         real_save(*args, **kwargs)
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(finetune, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(trainer, "_save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "adapter").exists()  # nothing half-written
-    monkeypatch.setattr(finetune, "_save_checkpoint", real_save)
+    monkeypatch.setattr(trainer, "_save_checkpoint", real_save)
     train(tmp_path / "resumed")
     a, b = lora_weights(tmp_path / "straight"), lora_weights(tmp_path / "resumed")
     assert a.keys() == b.keys()
@@ -107,10 +108,10 @@ def test_a_checkpoint_of_another_recipe_is_not_resumed(tiny, examples, tmp_path)
     """Checkpoints outlive a config change (they are not workflow outputs); one written
     with another LoRA rank must not be loaded into this run: it starts from step 0."""
     model, tok = load_torch(tiny)
-    finetune.train(model, tok, examples, tmp_path, lora=LORA, steps=2, batch_size=4, lr=5e-3, seed=0,
+    trainer.train(model, tok, examples, tmp_path, lora=LORA, steps=2, batch_size=4, lr=5e-3, seed=0,
                    checkpoint_every=2, progress=False)
     model, tok = load_torch(tiny)
-    finetune.train(model, tok, examples, tmp_path, lora={**LORA, "r": 8}, steps=3, batch_size=4, lr=5e-3, seed=0,
+    trainer.train(model, tok, examples, tmp_path, lora={**LORA, "r": 8}, steps=3, batch_size=4, lr=5e-3, seed=0,
                    checkpoint_every=2, progress=False)
     steps = [int(line.split("\t")[0]) for line in (tmp_path / "loss.tsv").read_text().splitlines()[1:]]
     assert steps == [1, 2, 3]
@@ -119,7 +120,7 @@ def test_a_checkpoint_of_another_recipe_is_not_resumed(tiny, examples, tmp_path)
 def test_unknown_target_module_is_a_clear_error(tiny):
     model, _ = load_torch(tiny)
     with pytest.raises(Llm4dsrError, match="target_modules"):
-        finetune.add_lora(model, {**LORA, "target_modules": ["no_such_proj"]})
+        trainer.add_lora(model, {**LORA, "target_modules": ["no_such_proj"]})
 
 
 def test_bad_model_files(tmp_path):
@@ -240,10 +241,10 @@ def test_packed_candidate_likelihoods_match_separate_passes(tiny, examples):
     """One packed forward pass (4D mask, restarted positions) scores every title exactly as
     a separate pass of prompt + title would."""
     model, tok = load_torch(tiny)
-    peft_model = finetune.add_lora(model, LORA).eval()
-    packed = finetune.tokenize_candidates(examples[:2], tok, 4096)
+    peft_model = trainer.add_lora(model, LORA).eval()
+    packed = objectives.tokenize_candidates(examples[:2], tok, 4096)
     with torch.no_grad():
-        sums = finetune.branch_logliks(peft_model, packed, [0, 1], tok.eos_token_id)[0]
+        sums = objectives.branch_logliks(peft_model, packed, [0, 1], tok.eos_token_id)[0]
         for b, ex in enumerate(packed):
             for k, br in enumerate(ex["branches"]):
                 ids = torch.tensor([ex["prompt"] + br])
@@ -256,7 +257,7 @@ def test_candidates_objective_learns_and_writes_a_learning_curve(tiny, examples,
     model, tok = load_torch(tiny)
     held = [{k: ex[k] for k in ("prompt", "candidates", "noise_index")} for ex in examples[-6:]]
     # one batch holds every example, so each step sees the same data and the loss must fall
-    res = finetune.train(model, tok, examples[:6], tmp_path, lora=LORA, steps=6, batch_size=6, lr=5e-3,
+    res = trainer.train(model, tok, examples[:6], tmp_path, lora=LORA, steps=6, batch_size=6, lr=5e-3,
                          seed=0, checkpoint_every=3, progress=False, objective="candidates", heldout=held,
                          eval_every=3)
     assert res["last_loss"] < res["first_loss"]
@@ -270,7 +271,7 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny, examples, tmp
 
     def weights(micro):
         model, tok = load_torch(tiny)
-        finetune.train(model, tok, examples[:8], tmp_path / str(micro), lora=LORA, steps=2, batch_size=4, lr=5e-3,
+        trainer.train(model, tok, examples[:8], tmp_path / str(micro), lora=LORA, steps=2, batch_size=4, lr=5e-3,
                        seed=0, progress=False, objective="candidates", micro_batch_size=micro)
         return load_file(str(tmp_path / str(micro) / "adapter" / "adapter_model.safetensors"))
 
@@ -285,9 +286,9 @@ def test_gemma3_adapter_route_matches_torch(tmp_path):
     permuted as Llama's are) that llama.cpp applies as torch does."""
     base = resolve("gemma3-270m")
     model, tok = load_torch(base)
-    assert finetune.prompt_ids(tok, "x")[0] == tok.bos_token_id
+    assert objectives.prompt_ids(tok, "x")[0] == tok.bos_token_id
     lora_cfg = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-    peft_model = finetune.add_lora(model, lora_cfg)
+    peft_model = trainer.add_lora(model, lora_cfg)
     torch.manual_seed(0)
     for name, p in peft_model.named_parameters():
         if "lora_B" in name:

@@ -47,7 +47,7 @@ def _run(paths, setting, out, window=None, seed=0):
 
 def test_exact_windows_and_split(tmp_path):
     log = _log({0: [(10, 1), (20, 2), (30, 3), (40, 4)], 1: [(15, 5), (20, 6), (50, 7)]})
-    window = {"max_history": 2, "split": [0.6, 0.2, 0.2]}
+    window = {"max_history": 2, "split": [0.6, 0.2, 0.2], "max_eval_windows": None}
     _, seq, win = _run(_dataset(tmp_path, log), "uniform-0.0", tmp_path / "out", window)
     got = [(w.window, w.user, w.split, w.target_pos, w.time, w.history.tolist(), w.target) for w in win.itertuples()]
     # target time order; the tie at t=20 goes by user; 5 windows -> 3/1/1
@@ -145,7 +145,7 @@ def test_rng_is_stable_across_processes():
 def test_missing_input_leaves_no_output(tmp_path):
     with pytest.raises(Llm4dsrError, match="interactions.parquet: file not found"):
         noise.run(tmp_path / "interactions.parquet", tmp_path / "items.parquet", "uniform-0.1",
-                  {"max_history": 10, "split": [0.8, 0.1, 0.1]}, 0, tmp_path / "out")
+                  {"max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}, 0, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 
 from denoise_synth import make_log
-from llm4dsr.detectors import scores_frame
 from llm4dsr.io import Llm4dsrError
-from llm4dsr.units import TRAIN_PERIOD, check_units, item_table, make_units, self_supervised_units
+from llm4dsr.names import TRAIN_PERIOD
+from llm4dsr.scores import scores_frame
+from llm4dsr.units import check_units, item_table, make_units, self_supervised_units
 
 
 @pytest.fixture(scope="module")

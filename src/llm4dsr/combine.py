@@ -1,4 +1,4 @@
-"""A calibrated scorer that combines detectors (issue 7, item 4).
+"""A calibrated scorer that combines detectors.
 
 Self-supervised units (one item of a clean history replaced) come with free labels.
 A logistic regression on per-item features drawn from any set of detector score
@@ -17,8 +17,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from llm4dsr.detectors import scores_frame
-from llm4dsr.io import Llm4dsrError
+from llm4dsr.io import Llm4dsrError, read_parquet, write_parquet
+from llm4dsr.scores import read_scores, scores_frame
 from llm4dsr.units import item_table
 
 log = logging.getLogger(__name__)
@@ -71,3 +71,16 @@ def predict(model: Pipeline, units: pd.DataFrame, scores: dict[str, pd.DataFrame
     kept = units[units["unit"].isin(table["unit"])]
     probs = [g.to_numpy() for _, g in table.groupby("unit", sort=True)["p"]]
     return scores_frame(kept.sort_values("unit"), [np.log(x) for x in probs], probs)
+
+
+def run(names: list[str], units_path, selfsup_units_path, score_paths: list, selfsup_score_paths: list, seed: int,
+        out_path) -> pd.DataFrame:
+    """The workflow step of rule combine: fit on the self-supervised units' scores by the
+    detectors ``names``, then score the noise setting's units."""
+    selfsup = read_parquet(selfsup_units_path)
+    model = fit(features(selfsup, read_scores(selfsup_score_paths, names)), seed)
+    units = read_parquet(units_path)
+    out = predict(model, units, read_scores(score_paths, names))
+    log.info("combined scores for %d of %d units", len(out), len(units))
+    write_parquet(out, out_path)
+    return out

@@ -13,32 +13,14 @@ import logging
 import numpy as np
 import pandas as pd
 
-from llm4dsr.detectors import Cooccurrence, suggest_cooccurrence
-from llm4dsr.io import Llm4dsrError
+from llm4dsr import names
+from llm4dsr.io import Llm4dsrError, read_catalogue, read_parquet, write_parquet
+from llm4dsr.scores import cap, split_thresholds
 from llm4dsr.units import check_units, item_table
 
 log = logging.getLogger(__name__)
 
-CONDITIONS = ("llm4dsr", "llm4dsr_no_uncertainty", "popularity", "cooccurrence", "idtransformer", "random")
 CHANGE_COLUMNS = ["unit", "user", "split", "pos", "old_item", "new_item", "prob", "was_noise"]
-
-
-def split_thresholds(items: pd.DataFrame, threshold: dict) -> dict[str, float]:
-    """The probability an item must exceed, per split present in ``items`` (item_table rows).
-
-    kind percentile: that percentile of the split's own probabilities, with the `train`
-    value for train and the `test` value for test and (separately) valid; kind
-    probability: the value itself.
-    """
-    out = {}
-    for split, probs in items.groupby("split")["prob"]:
-        value = threshold["train"] if split == "train" else threshold["test"]
-        out[split] = float(np.percentile(probs, value)) if threshold["kind"] == "percentile" else float(value)
-    return out
-
-
-def cap(split: str, max_per_sequence: dict) -> int:
-    return int(max_per_sequence["train" if split == "train" else "test"])
 
 
 def select(items: pd.DataFrame, threshold: dict, max_per_sequence: dict,
@@ -147,14 +129,14 @@ def _change_windows(out: pd.DataFrame, changes: pd.DataFrame) -> None:
 
 
 def _check_targets(before: pd.DataFrame, after: pd.DataFrame) -> None:
-    held = before["split"].isin(["valid", "test"]).to_numpy()
+    held = before["split"].isin(names.EVAL_SPLITS).to_numpy()
     if (before["target"].to_numpy()[held] != after["target"].to_numpy()[held]).any():
         raise Llm4dsrError("units.parquet: a correction reached a valid/test target")
 
 
-def run(condition: str, windows: pd.DataFrame, sequences: pd.DataFrame, units: pd.DataFrame, n_items: int,
-        cfg: dict, seed: int, scores: pd.DataFrame | None = None, suggestions: pd.DataFrame | None = None,
-        llm_changes: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def correct(condition: str, windows: pd.DataFrame, sequences: pd.DataFrame, units: pd.DataFrame, n_items: int,
+            cfg: dict, seed: int, scores: pd.DataFrame | None = None, suggestions: pd.DataFrame | None = None,
+            llm_changes: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Corrected windows and changes of one condition (``cfg`` = config `correct`).
 
     llm4dsr / llm4dsr_no_uncertainty need the LLM's scores and suggestions; popularity,
@@ -169,7 +151,7 @@ def run(condition: str, windows: pd.DataFrame, sequences: pd.DataFrame, units: p
         rng = np.random.default_rng(seed + 1)
         new = rng.integers(1, n_items, size=len(chosen))  # 1..n_items without the old item
         chosen = chosen.assign(new_item=new + (new >= chosen["item"].to_numpy()), prob=np.nan)
-    elif condition in ("llm4dsr", "llm4dsr_no_uncertainty"):
+    elif condition in names.LLM_CONDITIONS:
         items = item_table(units, scores)
         best = best_suggestions(suggestions, items, n_items)
         if condition == "llm4dsr":
@@ -177,11 +159,43 @@ def run(condition: str, windows: pd.DataFrame, sequences: pd.DataFrame, units: p
         else:
             chosen = select_top(items)
         chosen = chosen.merge(best, on=["unit", "pos"])
-    elif condition in CONDITIONS:
+    elif condition in names.DETECTORS:
+        from llm4dsr.detectors import Cooccurrence, suggest_cooccurrence
+
         items = item_table(units, scores)
         chosen = select(items, cfg["threshold"], cfg["max_per_sequence"])
         chosen = chosen.assign(new_item=suggest_cooccurrence(Cooccurrence().fit(sequences, n_items), units, chosen))
     else:
-        raise Llm4dsrError(f"config.yaml: unknown correction condition {condition!r}")
+        raise Llm4dsrError(f"config backbone.conditions: unknown correction condition {condition!r}")
     log.info("%s: %d changes (%s)", condition, len(chosen), chosen.groupby("split").size().to_dict())
     return apply(windows, sequences, units, chosen)
+
+
+def run(condition: str, windows_path, sequences_path, units_path, catalogue_path, cfg: dict, seed: int,
+        out_windows, out_changes, scores_path=None, suggestions_path=None, llm_changes_path=None) -> pd.DataFrame:
+    """The workflow step of rule correct: one condition's corrected windows and changes.
+    ``cfg`` is the config's `correct` section; the optional inputs as :func:`correct` needs."""
+    optional = {key: read_parquet(path) for key, path in
+                (("scores", scores_path), ("suggestions", suggestions_path), ("llm_changes", llm_changes_path))
+                if path is not None}
+    windows, changes = correct(condition, read_parquet(windows_path), read_parquet(sequences_path),
+                               read_parquet(units_path), read_catalogue(catalogue_path).n_items, cfg, seed, **optional)
+    write_parquet(windows, out_windows)
+    write_parquet(changes, out_changes)
+    return changes
+
+
+def clean_windows(windows: pd.DataFrame) -> pd.DataFrame:
+    """The oracle condition: every window with its pre-noise history and target."""
+    out = windows.copy()
+    out["history"] = out["history_clean"]
+    out["target"] = out["target_clean"]
+    out["history_noise"] = [[0] * len(h) for h in out["history_clean"]]
+    out["target_noise"] = 0
+    return out
+
+
+def run_clean(windows_path, out_path) -> None:
+    """The workflow step of rule clean_windows (the `clean` condition)."""
+    cols = ["history", "history_noise", "history_clean", "target", "target_noise", "target_clean"]
+    write_parquet(clean_windows(read_parquet(windows_path, cols)), out_path)

@@ -32,6 +32,7 @@ import pandas as pd
 
 from llm4dsr import noise
 from llm4dsr.io import Llm4dsrError, atomic_path, write_json, write_parquet
+from llm4dsr.names import EVAL_SPLITS, SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def raw_files(dataset_cfg: dict, name: str = "dataset") -> dict[str, str]:
     if source == "ml-1m":
         return {"ml-1m.zip": ML1M_URL}
     if source in ("amazon2014", "amazon2018"):
-        cat = dataset_cfg.get("category")
+        cat = dataset_cfg["category"]
         if not cat:
             raise Llm4dsrError(f"config datasets.{name}.category: required for source {source}")
         if source == "amazon2014":
@@ -69,7 +70,7 @@ def raw_inputs(dataset_cfg: dict, name: str) -> list[str]:
     """Input files of the data rule: downloads in resources/<name>/, or a local source's CSVs."""
     files = [f"resources/{name}/{f}" for f in raw_files(dataset_cfg, name)]
     if dataset_cfg["source"] == "local":
-        files += [dataset_cfg[k] for k in ("interactions", "items") if dataset_cfg.get(k)]
+        files += [dataset_cfg[k] for k in ("interactions", "items") if dataset_cfg[k]]
     return files
 
 
@@ -292,7 +293,7 @@ def load_raw(dataset_cfg: dict, raw_dir: str | Path | None = None, name: str = "
         return reader(raw, dataset_cfg["category"])
     if source == "local":
         for key in ("interactions", "items"):
-            if not dataset_cfg.get(key):
+            if not dataset_cfg[key]:
                 raise Llm4dsrError(f"config datasets.{name}.{key}: required for source local")
         return read_local(Path(dataset_cfg["interactions"]), Path(dataset_cfg["items"]))
     raise Llm4dsrError(f"config datasets.{name}.source: unknown source {source!r}")
@@ -347,20 +348,20 @@ def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dic
     trace = {"raw": _counts(df)}
     df = df[df["item"].isin(titled["item"])]
     trace["titled"] = _counts(df)
-    if dataset_cfg.get("min_rating") is not None:
+    if dataset_cfg["min_rating"] is not None:
         if df.rating.isna().all():
             raise Llm4dsrError(f"{key}.min_rating: this source has no ratings")
         df = df[df.rating >= dataset_cfg["min_rating"]]
         trace["min_rating"] = _counts(df)
     rng = np.random.default_rng(seed)
-    df = _sample(df, "item", dataset_cfg.get("max_items"), rng)
-    df = _sample(df, "user", dataset_cfg.get("max_users"), rng)
+    df = _sample(df, "item", dataset_cfg["max_items"], rng)
+    df = _sample(df, "user", dataset_cfg["max_users"], rng)
     trace["sampled"] = _counts(df)
     df = df.sort_values(["user", "timestamp", "row"], kind="stable")
-    if dataset_cfg.get("max_items_per_user"):
+    if dataset_cfg["max_items_per_user"]:
         df = df.groupby("user", sort=False).tail(dataset_cfg["max_items_per_user"])
         trace["max_items_per_user"] = _counts(df)
-    df = kcore(df, dataset_cfg.get("kcore", 5))
+    df = kcore(df, dataset_cfg["kcore"])
     trace["kcore"] = _counts(df)
     if df.empty:
         raise Llm4dsrError(f"{key}.kcore: no interactions left after filtering ({trace})")
@@ -398,14 +399,14 @@ def stats(interactions: pd.DataFrame, items: pd.DataFrame, window_cfg: dict) -> 
     """Dataset statistics, including the clean windows per split (the noise stage's split)."""
     wins = noise.split_windows(interactions, window_cfg)
     per_split = wins.split.value_counts()
-    n_eval = window_cfg.get("max_eval_windows")
+    n_eval = window_cfg["max_eval_windows"]
     lengths = interactions.groupby("user").size()
     n_users, n_items = len(lengths), len(items)
     return {
         "users": n_users, "items": n_items, "interactions": len(interactions),
-        "windows": {s: int(per_split.get(s, 0)) for s in noise.SPLITS},
+        "windows": {s: int(per_split.get(s, 0)) for s in SPLITS},
         "eval_windows_kept": {s: int(min(per_split.get(s, 0), n_eval or per_split.get(s, 0)))
-                              for s in ("valid", "test")},
+                              for s in EVAL_SPLITS},
         "mean_history_length": float(lengths.mean()),
         "mean_window_history": float(np.minimum(interactions.pos[interactions.pos > 0],
                                                 window_cfg["max_history"]).mean()),

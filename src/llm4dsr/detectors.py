@@ -1,10 +1,12 @@
 """Non-LLM noise detectors, all behind one interface, and a co-occurrence suggester.
 
 A detector is fitted on the train period of the observed (possibly noisy) log and
-gives each item of a unit a log-score, higher = more likely noise; `softmax` turns
-a unit's scores into probabilities, as the LLM scorer does with its log-probs.
+gives each item of a unit a log-score, higher = more likely noise; the score table
+(llm4dsr.scores) normalises them over the unit, as it does the LLM's log-probs.
 Counts are leave-one-user-out: a user's own history never vouches for itself
 (an injected item would otherwise "co-occur" with its neighbours once).
+
+A detector is registered by its ``name`` in llm4dsr.names.DETECTORS.
 """
 from __future__ import annotations
 
@@ -16,14 +18,18 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from llm4dsr.io import Llm4dsrError
-from llm4dsr.units import TRAIN_PERIOD
+from llm4dsr import names
+from llm4dsr.io import Llm4dsrError, read_catalogue, read_parquet, write_parquet
+from llm4dsr.scores import scores_frame
 
 log = logging.getLogger(__name__)
 
 
 class Detector(ABC):
     name: str
+
+    def __init__(self, seed: int = 0, threads: int = 1):
+        self.seed, self.threads = seed, threads
 
     @abstractmethod
     def fit(self, sequences: pd.DataFrame, n_items: int) -> "Detector":
@@ -36,25 +42,7 @@ class Detector(ABC):
 
 def train_period(sequences: pd.DataFrame) -> pd.DataFrame:
     """Observed train-period interactions (split train or none), in user, pos order."""
-    return sequences[sequences["split"].isin(TRAIN_PERIOD)].sort_values(["user", "pos"])
-
-
-def softmax(logp: list[np.ndarray]) -> list[np.ndarray]:
-    """Normalise each unit's log-scores into probabilities that sum to 1 (every detector,
-    the LLM's scorers included, goes through this one normalisation)."""
-    out = []
-    for x in logp:
-        e = np.exp(np.asarray(x, dtype=float) - np.max(x))
-        out.append(e / e.sum())
-    return out
-
-
-def scores_frame(units: pd.DataFrame, logp: list[np.ndarray], probs: list[np.ndarray] | None = None) -> pd.DataFrame:
-    """A scores/{detector}.parquet table; ``probs`` default to the softmax of ``logp``."""
-    probs = softmax(logp) if probs is None else probs
-    return pd.DataFrame({"unit": units["unit"].to_numpy(),
-                         "probs": [np.asarray(p, dtype=float).tolist() for p in probs],
-                         "logp": [np.asarray(x, dtype=float).tolist() for x in logp]})
+    return sequences[sequences["split"].isin(names.TRAIN_PERIOD)].sort_values(["user", "pos"])
 
 
 def _user_item_counts(train: pd.DataFrame, n_items: int) -> sp.csr_matrix:
@@ -93,7 +81,8 @@ class Cooccurrence(Detector):
 
     name = "cooccurrence"
 
-    def __init__(self, span: int = 10):
+    def __init__(self, seed: int = 0, threads: int = 1, span: int = 10):
+        super().__init__(seed, threads)
         self.span = span
 
     def fit(self, sequences: pd.DataFrame, n_items: int) -> "Cooccurrence":
@@ -193,7 +182,8 @@ class IdTransformer(Detector):
 
     def __init__(self, seed: int = 0, threads: int = 1, length: int = 10, dim: int = 32, layers: int = 2,
                  heads: int = 2, steps: int = 600, batch: int = 64, lr: float = 3e-3):
-        self.seed, self.threads, self.length, self.steps, self.batch, self.lr = seed, threads, length, steps, batch, lr
+        super().__init__(seed, threads)
+        self.length, self.steps, self.batch, self.lr = length, steps, batch, lr
         self.shape = (dim, layers, heads)
 
     def fit(self, sequences: pd.DataFrame, n_items: int) -> "IdTransformer":
@@ -250,10 +240,31 @@ def _corrupted_batch(seqs: list[np.ndarray], lengths: np.ndarray, length: int, b
     return x, y
 
 
-DETECTORS = {"popularity": Popularity, "cooccurrence": Cooccurrence, "idtransformer": IdTransformer}
+def _registered() -> dict[str, type[Detector]]:
+    found, todo = {}, list(Detector.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if getattr(cls, "name", None) in names.DETECTORS:
+            found[cls.name] = cls
+    return found
 
 
 def make_detector(name: str, seed: int = 0, threads: int = 1) -> Detector:
-    if name not in DETECTORS:
-        raise Llm4dsrError(f"config.yaml: unknown detector {name!r} (known: {', '.join(DETECTORS)})")
-    return IdTransformer(seed=seed, threads=threads) if name == "idtransformer" else DETECTORS[name]()
+    """A fresh detector registered in llm4dsr.names.DETECTORS under ``name``."""
+    classes = _registered()
+    if name not in classes:
+        raise Llm4dsrError(f"config detectors: unknown detector {name!r} (known: {', '.join(classes)})")
+    return classes[name](seed=seed, threads=threads)
+
+
+def run(name: str, sequences_path, catalogue_path, units_paths: list, out_paths: list, seed: int,
+        threads: int = 1) -> None:
+    """The workflow step: fit detector ``name`` on the train period of a noise setting's
+    log, then score each units file into the score table beside it in ``out_paths``."""
+    sequences = read_parquet(sequences_path, ["user", "pos", "item", "split"])
+    detector = make_detector(name, seed, threads).fit(sequences, read_catalogue(catalogue_path).n_items)
+    for units_path, out in zip(units_paths, out_paths, strict=True):
+        units = read_parquet(units_path, ["unit", "user", "items"])
+        write_parquet(scores_frame(units, detector.score(units)), out)
+        log.info("%s: scored %d units -> %s", name, len(units), out)

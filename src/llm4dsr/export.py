@@ -314,11 +314,11 @@ def run_from_config(adapter_dir, llm_cfg: dict, export_cfg: dict, out_dir, threa
     from . import prompts
     from .llm import resolve
 
-    quants = list(export_cfg.get("quant_types", ["Q8_0"]))
-    if export_cfg["route"] == "merged" and export_cfg.get("inference_quant", "Q8_0") not in quants:
-        raise Llm4dsrError(f"export.inference_quant={export_cfg.get('inference_quant')}: not in export.quant_types")
+    quants = list(export_cfg["quant_types"])
+    if export_cfg["route"] == "merged" and export_cfg["inference_quant"] not in quants:
+        raise Llm4dsrError(f"export.inference_quant={export_cfg['inference_quant']}: not in export.quant_types")
     titles = ["Toy Story (1995)", "Heat (1995)", "Casino (1995)", "Sabrina (1954)", "Jumanji (1995)"]
-    n = export_cfg.get("parity_prompts", 3)
+    n = export_cfg["parity_prompts"]
     texts = [prompts.prompt(titles[k:] + titles[:k]) for k in range(n)]
-    base = resolve(llm_cfg["base_model"], llm_cfg.get("gguf_file"))
-    return run(adapter_dir, base, export_cfg["route"], out_dir, quants, texts, threads, llm_cfg.get("dtype", "float32"))
+    base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
+    return run(adapter_dir, base, export_cfg["route"], out_dir, quants, texts, threads, llm_cfg["dtype"])

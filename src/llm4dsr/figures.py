@@ -13,11 +13,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from llm4dsr.units import SPLITS, item_table
+from llm4dsr.names import LABELS, SPLITS, noise_rate
+from llm4dsr.units import item_table
 
-LABELS = {"llm_full_title": "LLM (whole title)", "llm_first_token": "LLM (first token)",
-          "popularity": "popularity", "cooccurrence": "co-occurrence", "idtransformer": "ID transformer",
-          "combined": "combined (calibrated)", "combined_collab": "combined, no LLM"}
 METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "top1": "top-1"}
 
 
@@ -27,10 +25,6 @@ def label(name: str) -> str:
 
 def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.upper())
-
-
-def noise_rate(setting: str) -> float:
-    return float(setting.rsplit("-", 1)[1])
 
 
 def injected(settings: Iterable[str]) -> list[str]:
@@ -57,9 +51,9 @@ def find(path: str | Path) -> Path | None:
     return None
 
 
-def read_scores(base: Path, detectors: Iterable[str]) -> dict[str, pd.DataFrame]:
-    """The scores/{detector}.parquet files of one noise setting that exist."""
-    return {d: pd.read_parquet(p) for d in detectors if (p := find(base / "scores" / f"{d}.parquet"))}
+def read_scores(paths: dict[str, str | Path]) -> dict[str, pd.DataFrame]:
+    """The score tables (detector -> path) of one noise setting that exist."""
+    return {d: pd.read_parquet(p) for d, path in paths.items() if (p := find(path))}
 
 
 def save(fig, name: str, figures_dir: str | Path | None) -> None:

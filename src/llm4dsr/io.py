@@ -9,9 +9,11 @@ import contextlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 
@@ -65,6 +67,29 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
         if missing:
             raise Llm4dsrError(f"{path}: missing column(s) {', '.join(missing)}")
     return df
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """items.parquet as the stages use it: titles and interaction counts by item id."""
+
+    titles: dict[int, str]
+    counts: np.ndarray  # indexed by item id; counts[0] = 0 (no item 0)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.titles)
+
+
+def read_catalogue(path: str | os.PathLike) -> Catalogue:
+    """Read items.parquet (docs/outputs.md); item ids must be exactly 1..n."""
+    items = read_parquet(path, ["item", "title", "count"])
+    ids = items["item"].to_numpy()
+    if len(ids) == 0 or not np.array_equal(np.sort(ids), np.arange(1, len(ids) + 1)):
+        raise Llm4dsrError(f"{path}: item ids must be 1..{len(ids)}, each once (rewrite it with rule data)")
+    counts = np.zeros(len(ids) + 1, dtype=np.float64)
+    counts[ids] = items["count"].to_numpy()
+    return Catalogue(dict(zip(ids.astype(int).tolist(), items["title"])), counts)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

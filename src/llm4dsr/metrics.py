@@ -1,12 +1,15 @@
 """Evaluation metrics of the study, one section per kind."""
 from __future__ import annotations
 
+import logging
 import math
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import torch
+
+log = logging.getLogger(__name__)
 
 # ranking metrics
 # Full ranking: the target's rank among all items. Ties count in the target's favour
@@ -49,8 +52,9 @@ CALIBRATION_BINS = 10
 def detection_report(units: pd.DataFrame, scores: dict[str, pd.DataFrame], threshold: dict) -> dict:
     """Per detector and split: ROC-AUC, PR-AUC, top-1, precision/recall at the correction
     threshold (``config.correct.threshold``) and a calibration table."""
-    from llm4dsr.correct import split_thresholds
-    from llm4dsr.units import SPLITS, item_table
+    from llm4dsr.names import SPLITS
+    from llm4dsr.scores import split_thresholds
+    from llm4dsr.units import item_table
 
     report: dict = {}
     for name, table in sorted(scores.items()):
@@ -62,6 +66,18 @@ def detection_report(units: pd.DataFrame, scores: dict[str, pd.DataFrame], thres
             out = detection_metrics(part, cuts.get(split))
             out["units_unscored"] = int((units["split"] == split).sum()) - out["units"]
             report[name][split] = out
+    return report
+
+
+def run_detection(units_path, score_paths: list, detectors: list[str], threshold: dict, out_path) -> dict:
+    """The workflow step of rule detection_metrics: detection.json for every detector."""
+    from llm4dsr.io import read_parquet, write_json
+    from llm4dsr.scores import read_scores
+
+    report = detection_report(read_parquet(units_path), read_scores(score_paths, detectors), threshold)
+    for name, splits in report.items():
+        log.info("%s: %s", name, {s: (m["roc_auc"], m["top1"]) for s, m in splits.items()})
+    write_json(report, out_path)
     return report
 
 

@@ -32,12 +32,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from llm4dsr.io import Llm4dsrError, read_parquet, write_json, write_parquet
+from llm4dsr.io import Llm4dsrError, read_catalogue, read_parquet, write_json, write_parquet
+from llm4dsr.names import EVAL_SPLITS, NOISE_MODELS, SPLITS
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "valid", "test")
-MODELS = ("uniform", "popularity", "confusable")
 
 
 def parse_setting(setting: str) -> tuple[str, float]:
@@ -47,8 +45,8 @@ def parse_setting(setting: str) -> tuple[str, float]:
         value = float(rate)
     except ValueError:
         value = -1.0
-    if model not in MODELS or not 0.0 <= value <= 1.0:
-        raise Llm4dsrError(f"config noise.settings: {setting!r} is not <{'|'.join(MODELS)}>-<rate in [0, 1]>")
+    if model not in NOISE_MODELS or not 0.0 <= value <= 1.0:
+        raise Llm4dsrError(f"config noise.settings: {setting!r} is not <{'|'.join(NOISE_MODELS)}>-<rate in [0, 1]>")
     return model, value
 
 
@@ -85,7 +83,7 @@ def sample_eval(windows: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame
         return windows
     rng = rng_for(seed, "eval-windows")
     keep = windows.split.eq("train").to_numpy().copy()
-    for split in ("valid", "test"):
+    for split in EVAL_SPLITS:
         idx = np.flatnonzero(windows.split.eq(split).to_numpy())
         keep[idx if len(idx) <= n else rng.choice(idx, size=n, replace=False)] = True
     return windows[keep].reset_index(drop=True)
@@ -220,12 +218,10 @@ def run(interactions_path: str | Path, items_path: str | Path, setting: str, win
     """Write sequences.parquet, windows.parquet and noise_stats.json for one noise setting."""
     model, rate = parse_setting(setting)
     seq = _by_user(read_parquet(interactions_path, ["user", "pos", "timestamp", "item"]))
-    items = read_parquet(items_path, ["item", "count"])
-    counts = np.zeros(len(items) + 1, dtype=np.float64)
-    counts[items["item"].to_numpy()] = items["count"].to_numpy()
+    counts = read_catalogue(items_path).counts
 
     all_wins = split_windows(seq, window_cfg)
-    wins = sample_eval(all_wins, window_cfg.get("max_eval_windows"), seed)
+    wins = sample_eval(all_wins, window_cfg["max_eval_windows"], seed)
     clean = np.zeros(len(seq), dtype=bool)  # no interaction is exempt from noise
     observed, mask = inject(seq, counts, model, rate, clean, rng_for(seed, setting))
     split = np.full(len(seq), "none", dtype=object)

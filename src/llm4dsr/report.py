@@ -26,6 +26,38 @@ OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 REMOTE_SCRIPT = re.compile(r"""<script[^>]*\ssrc=["']?(https?:)?//|import\(\s*["'](https?:)?//""", re.I)
 
 
+def report_files(dataset: str, noises: list[str], detectors: list[str], main_noise: str, sweep: bool,
+                 results: str = "results") -> dict:
+    """Every workflow output the report notebook reads, by role (and noise setting, detector).
+
+    Rule report declares exactly these as its inputs and hands this mapping to the
+    notebook as its ``inputs`` parameter: the notebook builds no path itself.
+    """
+    top = f"{results}/{dataset}"
+    files = {
+        "stats": f"{top}/data/stats.json",
+        "catalogue": f"{top}/data/items.parquet",
+        "loss": f"{top}/finetune/loss.tsv",
+        "curve": f"{top}/finetune/learning_curve.tsv",
+        "detection": {n: f"{top}/{n}/detection.json" for n in noises},
+        "results": {n: f"{top}/{n}/results.csv" for n in noises},
+        "units": {n: f"{top}/{n}/units.parquet" for n in noises},
+        "scores": {n: {d: f"{top}/{n}/scores/{d}.parquet" for d in detectors} for n in noises},
+        "changes": f"{top}/{main_noise}/correct/llm4dsr/changes.parquet",
+    }
+    if sweep:
+        files["sweep"] = f"{top}/{main_noise}/sweep.csv"
+    return files
+
+
+def flat_files(files: dict) -> dict[str, str | list[str]]:
+    """report_files() as Snakemake inputs: one path or a list of paths per role."""
+    def leaves(value):
+        return [p for v in value.values() for p in leaves(v)] if isinstance(value, dict) else [value]
+
+    return {key: value if isinstance(value, str) else leaves(value) for key, value in files.items()}
+
+
 def to_html(notebook: str | Path) -> str:
     """The executed notebook as one self-contained HTML page."""
     import jinja2

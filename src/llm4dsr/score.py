@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from . import prompts
-from .detectors import scores_frame
 from .io import Llm4dsrError, write_parquet
 from .llm import check_gguf
+from .scores import scores_frame
 
 log = logging.getLogger(__name__)
 
@@ -177,24 +177,23 @@ def run(units_path, items_path, llm_cfg: dict, *, lora=None, model=None, suggest
         method: str = "full_title", out_first, out_full, out_suggestions=None, out_stats, threads: int = 2,
         seed: int = 0) -> dict:
     """The workflow step: score (and, if ``out_suggestions``, suggest for) every unit."""
-    from .io import read_parquet, write_json
+    from .io import read_catalogue, read_parquet, write_json
     from .llm import resolve
     from .suggest import Suggester
 
     units = read_parquet(units_path, ["unit", "items", "positions"])
-    items = read_parquet(items_path, ["item", "title"])
-    titles = dict(zip(items["item"].astype(int), items["title"]))
+    titles = read_catalogue(items_path).titles
     if model is None:
-        base = resolve(llm_cfg["base_model"], llm_cfg.get("gguf_file"))
+        base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
         if base.gguf_path is None:
             raise Llm4dsrError("export.route=adapter needs a GGUF base model (llm.base_model)")
         model = base.gguf_path
     scorer = LlamaScorer(model, lora, threads=threads, seed=seed)
-    suggest_cfg = suggest_cfg or {}
     decoder = None
     if out_suggestions:
-        decoder = Suggester(scorer, titles, suggest_cfg.get("decoding", "trie"), suggest_cfg.get("max_tokens", 40))
-    first, full, sugg, stats = score_units(scorer, units, titles, suggest_cfg.get("top_k", 3), method, decoder)
+        decoder = Suggester(scorer, titles, suggest_cfg["decoding"], suggest_cfg["max_tokens"])
+    top_k = suggest_cfg["top_k"] if out_suggestions else 0
+    first, full, sugg, stats = score_units(scorer, units, titles, top_k, method, decoder)
     write_parquet(first, out_first)
     write_parquet(full, out_full)
     if out_suggestions:

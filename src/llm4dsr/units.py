@@ -7,14 +7,17 @@ is never shown to a detector.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
-from llm4dsr.io import Llm4dsrError
+from llm4dsr.io import Llm4dsrError, read_catalogue, read_parquet, write_parquet
+from llm4dsr.names import EVAL_SPLITS, TRAIN_PERIOD
 from llm4dsr.noise import draw_replacement
 
-TRAIN_PERIOD = ("train", "none")
-SPLITS = ("train", "valid", "test")
+log = logging.getLogger(__name__)
+
 MIN_ITEMS = 2  # a one-item context gives a detector nothing to compare against
 COLUMNS = ["unit", "user", "split", "window", "positions", "items", "noise"]
 
@@ -33,7 +36,7 @@ def make_units(sequences: pd.DataFrame, windows: pd.DataFrame, mode: str, block:
         train = _window_units(windows[windows["split"] == "train"], with_target=True)
     else:
         raise Llm4dsrError(f"config.yaml: score.mode must be history or window, not {mode!r}")
-    evals = [_window_units(windows[windows["split"] == s], with_target=False) for s in ("valid", "test")]
+    evals = [_window_units(windows[windows["split"] == s], with_target=False) for s in EVAL_SPLITS]
     units = pd.concat([train, *evals], ignore_index=True)
     units = units[units["items"].map(len) >= MIN_ITEMS].reset_index(drop=True)
     units.insert(0, "unit", np.arange(len(units), dtype=np.int64))
@@ -135,4 +138,29 @@ def self_supervised_units(windows: pd.DataFrame, n_items: int, n: int, seed: int
         rows.append((int(w.user), "train", int(w.window), list(range(tp - len(items), tp)), items, noise))
     units = pd.DataFrame(rows, columns=COLUMNS[1:])
     units.insert(0, "unit", np.arange(len(units), dtype=np.int64))
+    return units
+
+
+def run(sequences_path, windows_path, mode: str, block: int, out_path) -> pd.DataFrame:
+    """The workflow step of rule units: every unit of a noise setting, checked for leaks."""
+    sequences = read_parquet(sequences_path, ["user", "pos", "item", "noise", "split"])
+    windows = read_parquet(windows_path, ["window", "user", "split", "target_pos", "history", "history_noise",
+                                          "target", "target_noise"])
+    units = make_units(sequences, windows, mode, block)
+    check_units(units, windows, sequences, name=str(out_path))
+    log.info("%d units (%s), %d items", len(units), units.groupby("split").size().to_dict(),
+             units["items"].map(len).sum())
+    write_parquet(units, out_path)
+    return units
+
+
+def run_selfsup(windows_path, catalogue_path, n: int, seed: int, replace_with: str, out_path) -> pd.DataFrame:
+    """The workflow step of rule selfsup_units: held-out self-supervised units, the
+    replaced item drawn as in fine-tuning (``replace_with``: uniform | popularity)."""
+    windows = read_parquet(windows_path, ["window", "user", "split", "target_pos", "history_clean"])
+    catalogue = read_catalogue(catalogue_path)
+    counts = catalogue.counts if replace_with == "popularity" else None
+    units = self_supervised_units(windows, catalogue.n_items, n, seed, counts)
+    log.info("%d self-supervised units (%s replacements)", len(units), replace_with)
+    write_parquet(units, out_path)
     return units

@@ -26,7 +26,7 @@ rule backbone:
     output:
         "results/{dataset}/{noise}/backbone/{model}/{condition}/seed{seed}.json",
     wildcard_constraints:
-        model="|".join(config["backbone"]["models"]),
+        model=names.pattern(config["backbone"]["models"]),
         condition=BACKBONE_CONDITIONS,  # configured conditions + threshold sweep (common.smk)
         seed=r"\d+",
     log:

@@ -1,19 +1,25 @@
 # Config validation, wildcard constraints, and every input function and config lookup
 # the rules share. Rules stay thin: each names files and calls one package function.
+# Name lists come from llm4dsr.names, defaults from the schema (llm4dsr.config).
 import os
-import re
+import sys
 
-from snakemake.utils import validate
+from llm4dsr import config as configuration, names
+from llm4dsr.io import Llm4dsrError
 
-validate(config, "../schemas/config.schema.yaml")
+try:  # fills the schema's defaults; a wrong value stops here, before any job, in one line
+    config.update(configuration.validate(config, "config"))
+except Llm4dsrError as exc:
+    sys.exit(f"error: {exc}")
 
 DATASETS = list(config["datasets"])
 NOISES = list(config["noise"]["settings"])
+REPORT = config["report"]
 
 
 wildcard_constraints:
-    dataset="|".join(re.escape(d) for d in DATASETS),
-    noise=r"(uniform|popularity|confusable)-[0-9]+(\.[0-9]+)?",
+    dataset=names.pattern(DATASETS),
+    noise=names.NOISE_SETTING,
 
 
 def dataset_cfg(wildcards):
@@ -30,19 +36,13 @@ def all_outputs():
     return targets + backbone_tables() + report_outputs()
 
 
-# detection and correction (detect.smk, correct.smk)
-LLM_SCORES = ["llm_full_title", "llm_first_token"]
-LLM_MAIN = f"llm_{config['score']['method']}"  # the LLM score that correction and the combination read
-
-
-# combined: the LLM's score with the simple detectors; combined_collab: the simple
-# detectors alone, so that detection.json shows what the LLM adds to the combination
-COMBINATIONS = ("combined", "combined_collab")
+# detection and correction (detect.smk, correct.smk) ------------------------------------
+LLM_MAIN = names.llm_score(config["score"]["method"])  # the LLM score correction and the combination read
 
 
 def detection_detectors():
-    """Every detector in detection.json: both LLM scorers, the baselines, the combinations."""
-    return LLM_SCORES + list(config["detectors"]) + list(COMBINATIONS)
+    """Every detector in detection.json: the LLM scorers, the baselines, the combinations."""
+    return [*names.LLM_SCORES, *config["detectors"], *names.COMBINATIONS]
 
 
 def combined_parts(combination="combined"):
@@ -52,7 +52,7 @@ def combined_parts(combination="combined"):
 
 def selfsup_scores(wildcards, name):
     # the LLM scores the (noise-independent) selfsup units once; baselines are fitted per noise
-    if name.startswith("llm_"):
+    if name in names.LLM_SCORES:
         return f"results/{wildcards.dataset}/selfsup/scores/{name}.parquet"
     return f"results/{wildcards.dataset}/{wildcards.noise}/selfsup/scores/{name}.parquet"
 
@@ -67,10 +67,6 @@ def combine_inputs(wildcards):
     }
 
 
-# conditions made here (clean and noisy are not corrections)
-CORRECTIONS = "llm4dsr|llm4dsr_no_uncertainty|popularity|cooccurrence|idtransformer|random"
-
-
 def correct_inputs(wildcards):
     base = f"results/{wildcards.dataset}/{wildcards.noise}"
     inputs = {
@@ -79,7 +75,7 @@ def correct_inputs(wildcards):
         "units": f"{base}/units.parquet",
         "catalogue": f"results/{wildcards.dataset}/data/items.parquet",
     }
-    if wildcards.condition in ("llm4dsr", "llm4dsr_no_uncertainty"):
+    if wildcards.condition in names.LLM_CONDITIONS:
         inputs["scores"] = f"{base}/scores/{LLM_MAIN}.parquet"
         inputs["suggestions"] = f"{base}/suggestions.parquet"
     elif wildcards.condition == "random":
@@ -89,13 +85,13 @@ def correct_inputs(wildcards):
     return inputs
 
 
-# LLM stages (finetune.smk, export.smk, score.smk)
+# LLM stages (finetune.smk, export.smk, score.smk) ---------------------------------------
 def export_outputs(dataset):
     """The GGUF files the export route writes."""
     exp = config["export"]
     if exp["route"] == "adapter":
         return [f"results/{dataset}/export/adapter.gguf"]
-    return [f"results/{dataset}/export/model-{q}.gguf" for q in exp.get("quant_types", ["Q8_0"])]
+    return [f"results/{dataset}/export/model-{q}.gguf" for q in exp["quant_types"]]
 
 
 def llm_files(wildcards):
@@ -104,9 +100,10 @@ def llm_files(wildcards):
     exp = config["export"]
     if exp["route"] == "adapter":
         return {"lora": f"results/{wildcards.dataset}/export/adapter.gguf"}
-    return {"model": f"results/{wildcards.dataset}/export/model-{exp.get('inference_quant', 'Q8_0')}.gguf"}
+    return {"model": f"results/{wildcards.dataset}/export/model-{exp['inference_quant']}.gguf"}
 
 
+# backbones (backbone.smk) ---------------------------------------------------------------
 def condition_windows(wildcards):
     """The windows a condition trains and is tested on."""
     base = f"results/{wildcards.dataset}/{wildcards.noise}"
@@ -132,27 +129,8 @@ def backbone_tables():
 
 
 # report and correction-threshold sweep (report.smk) ------------------------------------
-REPORT = config.get("report", {})
-SWEEP = [f"{t:g}" for t in REPORT.get("threshold_sweep", [0, 50, 70, 90])]  # percentiles
-SWEEP_CONDITIONS = [f"llm4dsr-p{t}" for t in SWEEP]  # made by rule correct_sweep
-BACKBONE_CONDITIONS = "|".join(re.escape(c) for c in config["backbone"]["conditions"] + SWEEP_CONDITIONS)
-
-
-def report_noise():
-    """The setting of the detection curves, the sweep and the examples."""
-    injected = [n for n in NOISES if float(n.rsplit("-", 1)[1]) > 0]
-    noise = REPORT.get("noise") or (injected or NOISES)[0]
-    if noise not in NOISES:
-        raise ValueError(f"config.yaml: report.noise {noise!r} is not one of noise.settings {NOISES}")
-    return noise
-
-
-def sweep_models():
-    models = REPORT.get("sweep_models") or config["backbone"]["models"][:1]
-    extra = sorted(set(models) - set(config["backbone"]["models"]))
-    if extra:
-        raise ValueError(f"config.yaml: report.sweep_models {extra} are not in backbone.models")
-    return models
+SWEEP_CONDITIONS = [names.sweep_condition(t) for t in REPORT["threshold_sweep"]]  # rule correct_sweep
+BACKBONE_CONDITIONS = names.pattern(config["backbone"]["conditions"] + SWEEP_CONDITIONS)
 
 
 def sweep_correct(wildcards):
@@ -167,43 +145,37 @@ def sweep_results(wildcards):
         "results/{dataset}/{noise}/backbone/{model}/{condition}/seed{seed}.json",
         dataset=wildcards.dataset,
         noise=wildcards.noise,
-        model=sweep_models(),
+        model=REPORT["sweep_models"],
         condition=["noisy", *SWEEP_CONDITIONS],
         seed=config["backbone"]["seeds"],
     )
 
 
+def report_files(wildcards):
+    from llm4dsr.report import report_files
+
+    return report_files(wildcards.dataset, NOISES, detection_detectors(), REPORT["noise"], bool(SWEEP_CONDITIONS))
+
+
 def report_inputs(wildcards):
-    """Every workflow output the report notebook reads."""
-    top, main = f"results/{wildcards.dataset}", report_noise()
-    inputs = {
-        "notebook": os.path.join(workflow.basedir, "notebooks", "report.ipynb"),
-        "stats": f"{top}/data/stats.json",
-        "catalogue": f"{top}/data/items.parquet",
-        "loss": f"{top}/finetune/loss.tsv",
-        "detection": [f"{top}/{n}/detection.json" for n in NOISES],
-        "results": [f"{top}/{n}/results.csv" for n in NOISES],
-        "units": [f"{top}/{n}/units.parquet" for n in NOISES],
-        "scores": [f"{top}/{n}/scores/{d}.parquet" for n in NOISES for d in detection_detectors()],
-        "changes": f"{top}/{main}/correct/llm4dsr/changes.parquet",
-    }
-    if SWEEP:
-        inputs["sweep"] = f"{top}/{main}/sweep.csv"
-    return inputs
+    """Every workflow output the report notebook reads (llm4dsr.report.report_files)."""
+    from llm4dsr.report import flat_files
+
+    return {"notebook": os.path.join(workflow.basedir, "notebooks", "report.ipynb"), **flat_files(report_files(wildcards))}
 
 
 def report_parameters(wildcards):
     """The notebook's papermill parameters (its `parameters` cell documents each)."""
     return {
         "dataset": wildcards.dataset,
-        "results_dir": "results",
+        "inputs": report_files(wildcards),
         "noise_settings": NOISES,
-        "main_noise": report_noise(),
+        "main_noise": REPORT["noise"],
         "detectors": detection_detectors(),
         "llm_main": LLM_MAIN,
-        "objective": config["finetune"].get("objective", "generate"),
+        "objective": config["finetune"]["objective"],
         "threshold": config["correct"]["threshold"],
-        "n_examples": REPORT.get("examples", 4),
+        "n_examples": REPORT["examples"],
         "seed": config["seed"],
     }
 

@@ -11,7 +11,7 @@ rule correct:
         windows="results/{dataset}/{noise}/correct/{condition}/windows.parquet",
         changes="results/{dataset}/{noise}/correct/{condition}/changes.parquet",
     wildcard_constraints:
-        condition=CORRECTIONS,
+        condition=names.pattern(names.CORRECTIONS),
     log:
         "logs/correct/{dataset}/{noise}/{condition}.log",
     benchmark:

@@ -1,5 +1,5 @@
-# Detection stage: the contexts detectors score (units), the non-LLM detectors, the
-# calibrated combination, and the detection metrics of every detector, LLM included.
+# Detection stage: the contexts detectors score (units), the non-LLM detectors' scores,
+# the calibrated combination, and the detection metrics of every detector, LLM included.
 # The LLM's scores/llm_*.parquet (on units and on selfsup units) come from rule score.
 
 
@@ -22,7 +22,7 @@ rule units:
     conda:
         "../../envs/llm4dsr.yaml"
     script:
-        "../scripts/make_units.py"
+        "../scripts/units.py"
 
 
 rule selfsup_units:
@@ -36,7 +36,7 @@ rule selfsup_units:
     params:
         n=config["finetune"]["heldout"],
         seed=config["seed"] + 1,  # not the fine-tuning sample's seed
-        replace_with=config["finetune"].get("replace_with", "uniform"),  # as the fine-tuning examples
+        replace_with=config["finetune"]["replace_with"],  # as the fine-tuning examples
     priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: 1
     resources:
@@ -48,7 +48,7 @@ rule selfsup_units:
         "../scripts/selfsup_units.py"
 
 
-rule detect:
+rule detector_scores:
     input:
         sequences="results/{dataset}/{noise}/sequences.parquet",
         catalogue="results/{dataset}/data/items.parquet",
@@ -58,11 +58,11 @@ rule detect:
         scores="results/{dataset}/{noise}/scores/{detector}.parquet",
         selfsup="results/{dataset}/{noise}/selfsup/scores/{detector}.parquet",
     wildcard_constraints:
-        detector="popularity|cooccurrence|idtransformer",
+        detector=names.pattern(names.DETECTORS),
     log:
-        "logs/detect/{dataset}/{noise}/{detector}.log",
+        "logs/detector_scores/{dataset}/{noise}/{detector}.log",
     benchmark:
-        "results/benchmarks/detect/{dataset}/{noise}/{detector}.tsv"
+        "results/benchmarks/detector_scores/{dataset}/{noise}/{detector}.tsv"
     params:
         seed=config["seed"],
     threads: 1  # the ID transformer is tiny: more threads only cost synchronisation
@@ -72,7 +72,7 @@ rule detect:
     conda:
         "../../envs/llm4dsr.yaml"
     script:
-        "../scripts/detect.py"
+        "../scripts/detector_scores.py"
 
 
 rule combine:
@@ -81,7 +81,7 @@ rule combine:
     output:
         "results/{dataset}/{noise}/scores/{combination}.parquet",
     wildcard_constraints:
-        combination="|".join(COMBINATIONS),
+        combination=names.pattern(names.COMBINATIONS),
     log:
         "logs/combine/{dataset}/{noise}/{combination}.log",
     params:
@@ -97,14 +97,14 @@ rule combine:
         "../scripts/combine.py"
 
 
-rule detection:
+rule detection_metrics:
     input:
         units="results/{dataset}/{noise}/units.parquet",
         scores=expand("results/{{dataset}}/{{noise}}/scores/{detector}.parquet", detector=detection_detectors()),
     output:
         "results/{dataset}/{noise}/detection.json",
     log:
-        "logs/detection/{dataset}/{noise}.log",
+        "logs/detection_metrics/{dataset}/{noise}.log",
     params:
         names=detection_detectors(),
         threshold=config["correct"]["threshold"],
@@ -115,4 +115,4 @@ rule detection:
     conda:
         "../../envs/llm4dsr.yaml"
     script:
-        "../scripts/detection.py"
+        "../scripts/detection_metrics.py"

@@ -26,7 +26,7 @@ rule finetune:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=config["llm"].get("gpus", 0),
+        gpu=config["llm"]["gpus"],
     conda:
         "../../envs/llm4dsr.yaml"
     script:

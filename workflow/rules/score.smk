@@ -28,7 +28,7 @@ rule score:
     resources:
         mem_mb=4000,
         runtime=240,
-        gpu=config["llm"].get("gpus", 0),
+        gpu=config["llm"]["gpus"],
     conda:
         "../../envs/llm4dsr.yaml"
     script:

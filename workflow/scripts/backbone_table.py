@@ -1,5 +1,6 @@
-"""Snakemake script of rule backbone_table: see llm4dsr.backbone.aggregate."""
-from llm4dsr import backbone, logs
+"""Snakemake script of rules backbone_table and sweep_table: see llm4dsr.backbones.results.aggregate."""
+from llm4dsr import logs
+from llm4dsr.backbones import results
 
 with logs.rule_log(snakemake.log[0]):
-    backbone.aggregate(snakemake.input, snakemake.output.csv, snakemake.output.md)
+    results.aggregate(snakemake.input, snakemake.output.csv, snakemake.output.md)

@@ -1,7 +1,9 @@
-"""The three backbones of the paper behind one interface, and a registry.
+"""The backbone stage: the paper's three recommenders behind one interface, their
+registry, the trainer (trainer.py) and the results table (results.py).
 
 Every model maps a left-padded history [B, L] to scores over all items
 [B, n_items + 1] (``forward``) and has a full-softmax ``loss(history, target)``.
+A model is registered here under its name in llm4dsr.names.BACKBONES.
 """
 from __future__ import annotations
 
@@ -12,10 +14,6 @@ from .base import SequentialRecommender
 from .caser import Caser
 from .gru4rec import GRU4Rec
 from .sasrec import SASRec
-
-# Mirror the defaults of workflow/schemas/config.schema.yaml (backbone section).
-DEFAULTS: dict[str, Any] = {"hidden": 64, "layers": 2, "heads": 1, "dropout": 0.5,
-                            "caser_h": 16, "caser_v": 4}
 
 _BUILDERS: dict[str, Callable[[int, int, Mapping[str, Any]], SequentialRecommender]] = {
     "sasrec": lambda n, L, c: SASRec(n, L, c["hidden"], c["layers"], c["heads"], c["dropout"]),
@@ -28,11 +26,11 @@ MODELS = tuple(_BUILDERS)
 def build(name: str, n_items: int, cfg: Mapping[str, Any], max_len: int = 10) -> SequentialRecommender:
     """A fresh model ``name`` for items 1..n_items and histories of up to ``max_len`` items.
 
-    ``cfg`` is the config's ``backbone:`` section; missing keys take DEFAULTS.
+    ``cfg`` is the config's validated ``backbone:`` section (llm4dsr.config).
     """
     if name not in _BUILDERS:
-        raise Llm4dsrError(f"config.yaml: backbone.models: unknown model {name!r} (known: {', '.join(MODELS)})")
-    return _BUILDERS[name](n_items, max_len, {**DEFAULTS, **cfg})
+        raise Llm4dsrError(f"config backbone.models: unknown model {name!r} (known: {', '.join(MODELS)})")
+    return _BUILDERS[name](n_items, max_len, cfg)
 
 
-__all__ = ["MODELS", "DEFAULTS", "SequentialRecommender", "SASRec", "GRU4Rec", "Caser", "build"]
+__all__ = ["MODELS", "SequentialRecommender", "SASRec", "GRU4Rec", "Caser", "build"]

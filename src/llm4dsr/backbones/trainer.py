@@ -1,6 +1,6 @@
 """Train and evaluate a backbone recommender on one condition's windows.
 
-Protocol (DESIGN.md, step 9): train on ``split == 'train'`` windows (history ->
+Protocol (DESIGN.md section 1, item 9): train on ``split == 'train'`` windows (history ->
 target); after every epoch score the ``valid`` windows and keep the weights with the
 best NDCG@10; stop after ``patience`` epochs without improvement. Only then are the
 ``test`` windows read, once, and scored with the selected weights. (The reference
@@ -25,15 +25,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .backbones import SequentialRecommender, build
-from .io import Llm4dsrError, atomic_path, read_json, read_parquet, write_json, write_parquet, write_text
-from .metrics import metrics_from_ranks, target_ranks
+from ..io import Llm4dsrError, read_catalogue, read_parquet, write_json
+from ..metrics import metrics_from_ranks, target_ranks
+from . import SequentialRecommender, build
 
 log = logging.getLogger(__name__)
 
-# Mirror the defaults of workflow/schemas/config.schema.yaml (backbone section).
-TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "batch_size": 256, "max_epochs": 100,
-                                  "patience": 5, "ks": [5, 10, 20]}
 SELECT = "ndcg@10"  # model-selection metric on the validation split
 EVAL_BATCH = 1024
 
@@ -88,8 +85,8 @@ def fit(model_name: str, n_items: int, train: Windows, valid: Windows, cfg: Mapp
     """Train on ``train``; select and early-stop on ``valid`` NDCG@10. Sees no test data.
 
     The selected weights are those of the first epoch with the best valid NDCG@10.
+    ``cfg`` is the config's `backbone` section.
     """
-    cfg = {**TRAIN_DEFAULTS, **cfg}
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     order = torch.Generator().manual_seed(seed)
@@ -133,8 +130,7 @@ def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, 
     """
     if threads:
         torch.set_num_threads(threads)
-    cfg = {**TRAIN_DEFAULTS, **cfg}
-    n_items = len(read_parquet(items_path, columns=["item"]))
+    n_items = read_catalogue(items_path).n_items
     train = to_tensors(load_split(windows_path, "train"), n_items, max_len, windows_path)
     valid = to_tensors(load_split(windows_path, "valid"), n_items, max_len, windows_path)
     if not len(train.target) or not len(valid.target):
@@ -156,76 +152,3 @@ def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, 
     log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items()))
     write_json(out, out_path)
     return out
-
-
-def clean_windows(windows: pd.DataFrame) -> pd.DataFrame:
-    """The oracle condition: every window with its pre-noise history and target."""
-    out = windows.copy()
-    out["history"] = out["history_clean"]
-    out["target"] = out["target_clean"]
-    out["history_noise"] = [[0] * len(h) for h in out["history_clean"]]
-    out["target_noise"] = 0
-    return out
-
-
-def write_clean_windows(windows_path: str | Path, out_path: str | Path) -> None:
-    cols = ["history", "history_noise", "history_clean", "target", "target_noise", "target_clean"]
-    write_parquet(clean_windows(read_parquet(windows_path, columns=cols)), out_path)
-
-
-# results table
-
-def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path,
-              baseline: str = "noisy") -> pd.DataFrame:
-    """Mean and sample std over seeds of each (model, condition), with the relative gain
-    (in %) of the mean over the ``baseline`` condition of the same model.
-
-    Rows keep the order in which (model, condition) first appear in ``json_paths``.
-    """
-    records = []
-    for p in json_paths:
-        r = read_json(p)
-        missing = [k for k in ("model", "condition", "seed", "test") if k not in r]
-        if missing:
-            raise Llm4dsrError(f"{p}: missing key(s) {', '.join(missing)}")
-        records.append({"model": r["model"], "condition": r["condition"], "seed": r["seed"],
-                        **r["test"], "best_epoch": r.get("best_epoch"), "train_seconds": r.get("train_seconds")})
-    if not records:
-        raise Llm4dsrError(f"{csv_path}: no backbone results to aggregate")
-    df = pd.DataFrame(records)
-    if df.duplicated(["model", "condition", "seed"]).any():
-        raise Llm4dsrError(f"{csv_path}: duplicate (model, condition, seed) among the inputs")
-    metrics = sorted((c for c in df.columns if "@" in c), key=lambda c: (c.split("@")[0], int(c.split("@")[1])))
-    g = df.groupby(["model", "condition"], sort=False)
-    table = g.size().rename("seeds").to_frame()
-    for m in metrics:
-        table[f"{m}_mean"] = g[m].mean()
-        table[f"{m}_std"] = g[m].std(ddof=1)
-    models = table.index.get_level_values("model")
-    for m in metrics:
-        base = {mod: v for (mod, cond), v in table[f"{m}_mean"].items() if cond == baseline}
-        table[f"{m}_gain_pct"] = 100 * (table[f"{m}_mean"] / models.map(lambda x: base.get(x, math.nan)) - 1)
-    table["best_epoch_mean"] = g["best_epoch"].mean()
-    table["train_seconds_mean"] = g["train_seconds"].mean()
-    table = table.reset_index()
-    with atomic_path(csv_path) as tmp:
-        table.round(6).to_csv(tmp, index=False)
-    write_text(_markdown(table, metrics, baseline), md_path)
-    return table
-
-
-def _markdown(table: pd.DataFrame, metrics: list[str], baseline: str) -> str:
-    head = ["model", "condition", "seeds", *(m.upper() for m in metrics)]
-    lines = [f"Test metrics, mean ± std over seeds; in brackets the change of the mean relative to `{baseline}`.",
-             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in table.iterrows():
-        cells = [r["model"], r["condition"], str(r["seeds"])]
-        for m in metrics:
-            cell = f"{r[f'{m}_mean']:.4f}"
-            if not math.isnan(r[f"{m}_std"]):
-                cell += f" ± {r[f'{m}_std']:.4f}"
-            if r["condition"] != baseline and math.isfinite(r[f"{m}_gain_pct"]):
-                cell += f" ({r[f'{m}_gain_pct']:+.1f}%)"
-            cells.append(cell)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,179 @@
+"""The study's configuration: validated against the schema, the only home of defaults.
+
+``workflow/schemas/config.schema.yaml`` documents every key and holds every default.
+Its enums of names (noise models, detectors, conditions, backbones, score methods) are
+filled from :mod:`llm4dsr.names` when it is loaded, so a name is registered once.
+
+:func:`validate` is what the Snakefile calls before any job: it fills the defaults,
+turns whole-number floats into integers where the schema wants an integer, checks the
+rules that span several keys, and fails with one line naming the key. Every library
+function then reads the validated config, with no fallback values of its own.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from llm4dsr import names
+from llm4dsr.io import Llm4dsrError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# $defs of the schema whose allowed values come from llm4dsr.names
+_NAMED = {
+    "noise_setting": {"type": "string", "pattern": f"^{names.NOISE_SETTING}$"},
+    "score_method": {"enum": list(names.LLM_METHODS)},
+    "detector": {"enum": list(names.DETECTORS)},
+    "condition": {"enum": list(names.CONDITIONS)},
+    "backbone": {"enum": list(names.BACKBONES)},
+}
+
+
+class ConfigError(Llm4dsrError):
+    """A config value the study cannot run with (one line, naming the key)."""
+
+
+@functools.cache
+def _schema() -> dict:
+    if not SCHEMA_PATH.exists():
+        raise Llm4dsrError(f"{SCHEMA_PATH}: schema not found (llm4dsr must run from its repository)")
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    for key, named in _NAMED.items():
+        schema["$defs"][key] = {**schema["$defs"].get(key, {}), **named}
+    return schema
+
+
+def schema() -> dict:
+    """The schema, its named enums filled in (a copy: callers may change it)."""
+    return copy.deepcopy(_schema())
+
+
+def _resolve(node: dict) -> dict:
+    while "$ref" in node:
+        node = {**_schema()["$defs"][node["$ref"].rsplit("/", 1)[1]],
+                **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _children(node: dict, value: Any) -> Iterator[tuple[Any, dict]]:
+    """(key or index, sub-schema) of each part of ``value`` that ``node`` describes."""
+    node = _resolve(node)
+    if isinstance(value, dict):
+        for key in value:
+            sub = node.get("properties", {}).get(key, node.get("additionalProperties"))
+            if isinstance(sub, dict):
+                yield key, sub
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i in range(len(value)):
+            yield i, node["items"]
+
+
+def _fill_defaults(node: dict, value: Any) -> None:
+    node = _resolve(node)
+    if isinstance(value, dict):
+        for key, sub in node.get("properties", {}).items():
+            if key not in value and "default" in _resolve(sub):
+                value[key] = copy.deepcopy(_resolve(sub)["default"])
+    for key, sub in _children(node, value):
+        _fill_defaults(sub, value[key])
+
+
+def _integers(node: dict, value: Any) -> Any:
+    """10.0 -> 10 where the schema wants an integer (JSON Schema counts 10.0 as one, and
+    code that uses it as a count or an index would then fail far from the config)."""
+    types = _resolve(node).get("type")
+    types = types if isinstance(types, list) else [types]
+    if isinstance(value, float) and value.is_integer() and "integer" in types:
+        return int(value)
+    for key, sub in _children(node, value):
+        value[key] = _integers(sub, value[key])
+    return value
+
+
+def _where(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def validate(cfg: dict, source: str = "config.yaml") -> dict:
+    """The validated config: a copy with defaults filled, or ConfigError naming the key."""
+    import jsonschema
+
+    cfg = copy.deepcopy(cfg) if cfg is not None else {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of keys, not {type(cfg).__name__}")
+    _fill_defaults(_schema(), cfg)
+    validator = jsonschema.Draft202012Validator(_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
+    if error is not None:
+        message = " ".join(error.message.split())
+        raise ConfigError(f"{source}: {_where(error.absolute_path)}: {message[:300]}")
+    cfg = _integers(_schema(), cfg)
+    _derive(cfg, source)
+    return cfg
+
+
+# keys a data source cannot do without
+SOURCE_KEYS = {"amazon2014": ("category",), "amazon2018": ("category",), "local": ("interactions", "items")}
+
+
+def _derive(cfg: dict, source: str) -> None:
+    """Rules that span several keys, and the defaults that follow from other keys."""
+    for name, entry in cfg["datasets"].items():
+        for key in SOURCE_KEYS.get(entry["source"], ()):
+            if not entry[key]:
+                raise ConfigError(f"{source}: datasets.{name}.{key}: required for source {entry['source']}")
+    split = cfg["window"]["split"]
+    if abs(sum(split) - 1) > 1e-6:
+        raise ConfigError(f"{source}: window.split: {split} must sum to 1")
+    settings = cfg["noise"]["settings"]
+    report = cfg["report"]
+    if report["noise"] is None:  # the first setting with injected noise
+        report["noise"] = next((s for s in settings if names.noise_rate(s) > 0), settings[0])
+    if report["noise"] not in settings:
+        raise ConfigError(f"{source}: report.noise: {report['noise']!r} is not one of noise.settings {settings}")
+    models = cfg["backbone"]["models"]
+    if report["sweep_models"] is None:
+        report["sweep_models"] = models[:1]
+    extra = sorted(set(report["sweep_models"]) - set(models))
+    if extra:
+        raise ConfigError(f"{source}: report.sweep_models: {extra} are not in backbone.models {models}")
+    export = cfg["export"]
+    if export["route"] == "merged" and export["inference_quant"] not in export["quant_types"]:
+        raise ConfigError(f"{source}: export.inference_quant: {export['inference_quant']} is not in "
+                          f"export.quant_types {export['quant_types']}")
+
+
+def defaults(section: str) -> dict:
+    """The schema's defaults of one top-level section (for code and tests that build a
+    section by hand: ``{**defaults("backbone"), "hidden": 8}``)."""
+    node = _resolve(_schema()["properties"][section])
+    out: dict = {}
+    _fill_defaults(node, out)
+    return out
+
+
+def dataset(entry: dict) -> dict:
+    """One ``datasets:`` entry with the schema's defaults filled (for code and tests that
+    read a source outside the workflow)."""
+    entry = copy.deepcopy(entry)
+    _fill_defaults(_schema()["properties"]["datasets"]["additionalProperties"], entry)
+    return entry
+
+
+def load(path: str | Path) -> dict:
+    """Read and validate a config file."""
+    path = Path(path)
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
+    return validate(cfg, str(path))

@@ -1,0 +1,50 @@
+"""Fine-tuning stage: self-supervised LoRA fine-tuning (the paper's first contribution).
+
+examples.py makes the training data, objectives.py tokenizes it and defines the two
+losses, trainer.py runs LoRA training with resumable checkpoints; :func:`run` is the
+workflow step of rule finetune.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .. import prompts
+from ..io import read_catalogue, read_parquet
+from .examples import heldout_mask, make_examples, write_examples
+from .trainer import train
+
+log = logging.getLogger(__name__)
+
+
+def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dict, seed: int,
+        out_dir, threads: int | None = None) -> dict:
+    """The workflow step of rule finetune: build the examples, LoRA-train the base model.
+    ``llm_cfg`` and ``ft_cfg`` are the config's validated `llm` and `finetune` sections."""
+    from ..llm import load_torch, resolve
+
+    out_dir = Path(out_dir)
+    windows = read_parquet(windows_path, ["split", "user", "target_pos", "history_clean", "target_clean"])
+    catalogue = read_catalogue(items_path)
+    titles = catalogue.titles
+    heldout = read_parquet(heldout_units_path, ["user", "positions", "items", "noise"])
+    pool = windows[~heldout_mask(windows, heldout)]
+    log.info("%d train windows, %d left after removing the %d held-out ones",
+             int((windows["split"] == "train").sum()), int((pool["split"] == "train").sum()), len(heldout))
+    examples = make_examples(pool, titles, ft_cfg["samples"], seed, ft_cfg["replace_with"], catalogue.counts)
+    write_examples(examples, out_dir / "sft_train.jsonl")
+
+    base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
+    model, tok = load_torch(base, llm_cfg["dtype"])
+    held = [{"prompt": prompts.prompt([titles[int(i)] for i in its]), "candidates": [titles[int(i)] for i in its],
+             "noise_index": int(np.argmax(nz))} for its, nz in zip(heldout["items"], heldout["noise"])]
+    result = train(model, tok, examples, out_dir, lora=ft_cfg["lora"], steps=ft_cfg["steps"],
+                   batch_size=ft_cfg["batch_size"], lr=ft_cfg["lr"], cutoff=ft_cfg["cutoff"], seed=seed,
+                   checkpoint_every=ft_cfg["checkpoint_every"], threads=threads, objective=ft_cfg["objective"],
+                   heldout=held[: ft_cfg["curve_examples"]], eval_every=ft_cfg["eval_every"],
+                   micro_batch_size=ft_cfg["micro_batch_size"])
+    log.info("LoRA: %d steps, loss %.4f -> %.4f", result["steps"], result["first_loss"] or float("nan"),
+             result["last_loss"] or float("nan"))
+    return result

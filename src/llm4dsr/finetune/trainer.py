@@ -1,0 +1,187 @@
+"""The LoRA training loop, with checkpoints that resume exactly.
+
+Checkpoints (adapter, optimizer, scheduler, step) are written every
+``checkpoint_every`` steps; a rerun after an interruption resumes from the last one.
+The batch of step ``s`` is a pure function of (seed, s), so a resumed run sees exactly
+the data an uninterrupted one would have seen. A checkpoint resumes only the run it
+came from: it carries a fingerprint of the base model, the examples and the recipe.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import Llm4dsrError, atomic_dir, write_text
+from .objectives import candidates_loss, heldout_metrics, response_loss, tokenize, tokenize_candidates, _batch
+
+log = logging.getLogger(__name__)
+
+
+def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Indices of the batch for ``step``: epochs are seeded permutations, so resuming is exact."""
+    per_epoch = max(1, n_examples // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n_examples)
+    return perm[k * batch_size:(k + 1) * batch_size]
+
+
+def add_lora(model, lora: dict):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                     target_modules=list(lora["target_modules"]), task_type="CAUSAL_LM", bias="none")
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as exc:
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if hasattr(m, "weight")})
+        raise Llm4dsrError(f"finetune.lora.target_modules={list(lora['target_modules'])}: not in the model "
+                           f"({str(exc).splitlines()[0][:80]}); linear modules are e.g. {', '.join(names[:12])}") from None
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    done = sorted((p for p in ckpt_dir.glob("step-*") if (p / "state.pt").exists()),
+                  key=lambda p: int(p.name.split("-")[1]))
+    return done[-1] if done else None
+
+
+def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: dict, steps: int, batch_size: int,
+          lr: float, cutoff: int = 512, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
+          warmup: int = 5, progress: bool = True, objective: str = "generate",
+          heldout: list[dict] | None = None, eval_every: int = 0, micro_batch_size: int | None = None,
+          on_eval=None) -> dict:
+    """LoRA-train ``model`` on ``examples``; write ``out_dir/adapter`` and ``out_dir/loss.tsv``.
+
+    With ``heldout`` examples and ``eval_every`` > 0, the full-title detection quality on
+    them is measured before training, every ``eval_every`` steps and at the end, and
+    written to ``out_dir/learning_curve.tsv`` (the curve that chooses the recipe).
+    ``on_eval(step, peft_model)`` may add columns of its own to each curve row.
+    Resumes from ``out_dir/checkpoints`` when a previous run was interrupted.
+    """
+    import torch
+    from tqdm import tqdm
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    peft_model = add_lora(model, lora).to(device)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
+    if objective == "candidates":
+        tokenized = tokenize_candidates(examples, tokenizer, cutoff)
+    else:
+        tokenized = tokenize(examples, tokenizer, cutoff)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    held = tokenize_candidates(heldout, tokenizer, 10 ** 6) if heldout and eval_every else None
+    start, history, curve = 0, [], []
+    fingerprint = recipe_fingerprint(model, examples, lora=lora, batch_size=batch_size, lr=lr, seed=seed,
+                                     objective=objective, warmup=warmup, cutoff=cutoff)
+    last = _latest_checkpoint(ckpt_dir)
+    if last is not None:
+        state = torch.load(last / "state.pt", weights_only=False)
+        if state.get("fingerprint") != fingerprint:  # another model, recipe or data: not this run's
+            log.warning("%s is from another recipe, model or data: training from step 0", last)
+            shutil.rmtree(last, ignore_errors=True)
+            last = None
+    if last is not None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(peft_model, state["lora"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start, history, curve = state["step"], state["history"], state.get("curve", [])
+        log.info("resuming from %s (step %d of %d)", last, start, steps)
+
+    def measure(step: int) -> None:
+        m = heldout_metrics(peft_model, held, pad) if held else {}
+        if on_eval is not None:
+            m.update(on_eval(step, peft_model))
+        curve.append({"step": step, "examples_seen": step * batch_size, **m})
+        if held:
+            log.info("held-out at step %d: top-1 %.3f, ROC-AUC %.3f", step, m["top1"], m["roc_auc"])
+
+    peft_model.train()
+    evaluating = bool(held or on_eval) and eval_every > 0
+    if evaluating and start == 0:
+        measure(0)
+    t0 = time.time()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="LoRA", disable=not progress)
+    for step in bar:
+        idx = batch_indices(len(tokenized), batch_size, step, seed)
+        opt.zero_grad()
+        loss_value, n_tokens = 0.0, 0
+        # micro-batches accumulate gradients: a batch of 128 on one GPU, as the paper trains
+        for chunk in np.array_split(idx, max(1, -(-len(idx) // (micro_batch_size or len(idx))))):
+            if objective == "candidates":
+                loss = candidates_loss(peft_model, tokenized, chunk, pad)
+                n_tokens += sum(len(tokenized[i]["prompt"]) + sum(map(len, tokenized[i]["branches"])) for i in chunk)
+            else:
+                input_ids, attn, labels = (t.to(device) for t in _batch(tokenized, chunk, pad))
+                loss = response_loss(peft_model, input_ids, attn, labels)
+                n_tokens += int(attn.sum())
+            (loss * len(chunk) / len(idx)).backward()
+            loss_value += loss.item() * len(chunk) / len(idx)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        history.append({"step": step + 1, "loss": loss_value, "tokens": n_tokens,
+                        "seconds": round(time.time() - t0, 3)})
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+        if not math.isfinite(loss_value):
+            raise Llm4dsrError(f"finetune: loss became {loss_value} at step {step + 1} (lower finetune.lr)")
+        if evaluating and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            measure(step + 1)
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            _save_checkpoint(peft_model, opt, sched, step + 1, history, curve, ckpt_dir, fingerprint)
+            log.info("step %d/%d loss %.4f (%.1f s)", step + 1, steps, loss_value, time.time() - t0)
+
+    with atomic_dir(out_dir / "adapter") as tmp:
+        peft_model.save_pretrained(str(tmp))
+    lines = ["step\tloss\ttokens\tseconds"] + [f"{h['step']}\t{h['loss']:.6f}\t{h['tokens']}\t{h['seconds']}"
+                                              for h in history]
+    write_text("\n".join(lines) + "\n", out_dir / "loss.tsv")
+    columns = ["step", "examples_seen", "top1", "roc_auc", "examples"]
+    columns += [c for c in (curve[0] if curve else {}) if c not in columns]
+    write_text(pd.DataFrame(curve, columns=columns).to_csv(sep="\t", index=False), out_dir / "learning_curve.tsv")
+    return {"steps": steps, "first_loss": history[0]["loss"] if history else None,
+            "last_loss": history[-1]["loss"] if history else None, "curve": curve, "model": peft_model}
+
+
+def recipe_fingerprint(model, examples: list[dict], **recipe) -> str:
+    """A hash of what a checkpoint's weights depend on, but the number of steps: the base
+    model, the examples and the recipe. A checkpoint resumes only a run with the same one."""
+    import hashlib
+
+    base = getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
+    text = json.dumps({"base": str(base), "architecture": model.config.model_type,
+                       "hidden": model.config.hidden_size, "recipe": recipe,
+                       "examples": [(e["prompt"], e.get("response")) for e in examples]},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _save_checkpoint(peft_model, opt, sched, step, history, curve, ckpt_dir: Path, fingerprint: str) -> None:
+    import torch
+    from peft import get_peft_model_state_dict
+
+    state = {"lora": get_peft_model_state_dict(peft_model), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "step": step,
+             "history": history, "curve": curve, "fingerprint": fingerprint}
+    with atomic_dir(ckpt_dir / f"step-{step:06d}") as tmp:
+        torch.save(state, tmp / "state.pt")
+    for old in ckpt_dir.glob("step-*"):  # keep the newest only: the adapter is small, disk is not free
+        if old.name != f"step-{step:06d}":
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,73 @@
+"""Every name list of the study, in one place.
+
+The schema's enums (llm4dsr.config), the Snakemake wildcard constraints and input
+functions (workflow/rules/common.smk), the correction stage and the report's labels and
+colours all derive from these lists; tests/test_config.py checks that they agree.
+
+Adding a detector: its class in detectors.py (``name`` = its key here), its entry in
+DETECTORS below (the label figures show), and its test. It then becomes a config
+``detectors`` value, a correction condition and a row of every detection table.
+"""
+from __future__ import annotations
+
+import re
+
+# --------------------------------------------------------------------------- splits
+SPLITS = ("train", "valid", "test")
+EVAL_SPLITS = ("valid", "test")  # histories only: their targets are labels, never shown nor changed
+# The train period of the interaction log: train targets, and interactions that are no
+# window's target ("none": a user's first item). Train units and detectors see only these.
+TRAIN_PERIOD = ("train", "none")
+
+# --------------------------------------------------------------------------- noise
+NOISE_MODELS = ("uniform", "popularity", "confusable")
+NOISE_SETTING = rf"({'|'.join(NOISE_MODELS)})-(0(\.[0-9]+)?|1(\.0+)?)"  # "<model>-<rate in [0, 1]>"
+
+
+def noise_rate(setting: str) -> float:
+    """``"popularity-0.1"`` -> 0.1."""
+    return float(setting.rsplit("-", 1)[1])
+
+
+# --------------------------------------------------------------------------- detectors
+# LLM scores: one score table per scoring method (score.py), named llm_<method>.
+LLM_METHODS = ("full_title", "first_token")
+
+
+def llm_score(method: str) -> str:
+    return f"llm_{method}"
+
+
+LLM_SCORES = tuple(llm_score(m) for m in LLM_METHODS)
+
+# Non-LLM detectors (detectors.py), name -> label.
+DETECTORS = {"popularity": "popularity", "cooccurrence": "co-occurrence", "idtransformer": "ID transformer"}
+
+# Calibrated combinations (combine.py): "combined" adds the LLM's main score to the
+# configured detectors; "combined_collab" leaves it out, so the gap is what the LLM adds.
+COMBINATIONS = ("combined", "combined_collab")
+
+LABELS = {"llm_full_title": "LLM (whole title)", "llm_first_token": "LLM (first token)",
+          **DETECTORS, "combined": "combined (calibrated)", "combined_collab": "combined, no LLM"}
+
+# --------------------------------------------------------------------------- conditions
+# What a backbone is trained and tested on. clean and noisy are the data as they are;
+# every other condition is made by the correction stage.
+REFERENCE_CONDITIONS = ("clean", "noisy")
+LLM_CONDITIONS = ("llm4dsr", "llm4dsr_no_uncertainty")
+CORRECTIONS = (*LLM_CONDITIONS, *DETECTORS, "random")
+CONDITIONS = (*REFERENCE_CONDITIONS, *CORRECTIONS)
+SWEEP_CONDITION = re.compile(r"llm4dsr-p([0-9]+(?:\.[0-9]+)?)")  # the threshold sweep's llm4dsr-p<T>
+
+
+def sweep_condition(threshold: float) -> str:
+    return f"llm4dsr-p{threshold:g}"
+
+
+# --------------------------------------------------------------------------- backbones
+BACKBONES = ("sasrec", "gru4rec", "caser")
+
+
+def pattern(names) -> str:
+    """A regular expression matching exactly one of ``names`` (for wildcard constraints)."""
+    return "|".join(re.escape(n) for n in names)

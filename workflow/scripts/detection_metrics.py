@@ -1,0 +1,6 @@
+"""Snakemake script of rule detection_metrics: see llm4dsr.metrics.run_detection."""
+from llm4dsr import logs, metrics
+
+with logs.rule_log(snakemake.log[0]):
+    metrics.run_detection(snakemake.input.units, list(snakemake.input.scores), snakemake.params.names,
+                          snakemake.params.threshold, snakemake.output[0])
