@@ -7,6 +7,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -15,7 +16,7 @@ from llm4dsr import config, data
 from llm4dsr.io import Llm4dsrError
 
 ROOT = Path(__file__).resolve().parents[1]
-WINDOW = {"max_history": 3, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}
+WINDOW = {**config.defaults("window"), "max_history": 3, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}
 
 
 def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -172,6 +173,20 @@ def test_seeded_user_sample():
     a, _, _ = data.preprocess(df, _titles("abc"), cfg, seed=1)
     b, _, _ = data.preprocess(df, _titles("abc"), cfg, seed=1)
     assert a.user.nunique() == 5 and a.equals(b)
+
+
+def test_users_are_sampled_after_the_kcore_which_is_then_enforced_again():
+    """A sparse log: sampling users first would leave most items below k."""
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{i}", t) for u in range(400) for t, i in enumerate(rng.zipf(1.6, 6) % 300)]
+    df = _log(rows)
+    cfg = config.dataset({"source": "local", "kcore": 3, "max_users": 60})
+    inter, items, trace = data.preprocess(df, _titles([f"i{i}" for i in range(300)]), cfg, seed=0)
+    assert list(trace)[-2:] == ["kcore", "max_users"] and trace["max_users"]["users"] == inter.user.nunique()
+    assert 50 <= inter.user.nunique() <= 60  # few sampled users fall below the k-core again
+    assert inter.groupby("user").size().min() >= 3 and inter.groupby("item").size().min() >= 3
+    sampled_first = df[df.user.isin(rng.choice(df.user.unique(), 60, replace=False))]
+    assert data.kcore(sampled_first, 3)["item"].nunique() < len(items)  # what the old order kept
 
 
 def test_unique_titles():

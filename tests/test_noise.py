@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import chisquare
 
-from llm4dsr import noise
+from llm4dsr import config, noise
 from llm4dsr.io import Llm4dsrError, write_parquet
 
 
@@ -40,14 +40,14 @@ def noise_synthetic(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _run(paths, setting, out, window=None, seed=0):
-    window = window or {"max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}
+    window = window or {**config.defaults("window"), "max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}
     stats = noise.run(*paths, setting, window, seed, out)
     return stats, pd.read_parquet(out / "sequences.parquet"), pd.read_parquet(out / "windows.parquet")
 
 
 def test_exact_windows_and_split(tmp_path):
     log = _log({0: [(10, 1), (20, 2), (30, 3), (40, 4)], 1: [(15, 5), (20, 6), (50, 7)]})
-    window = {"max_history": 2, "split": [0.6, 0.2, 0.2], "max_eval_windows": None}
+    window = {**config.defaults("window"), "max_history": 2, "split": [0.6, 0.2, 0.2], "max_eval_windows": None}
     _, seq, win = _run(_dataset(tmp_path, log), "uniform-0.0", tmp_path / "out", window)
     got = [(w.window, w.user, w.split, w.target_pos, w.time, w.history.tolist(), w.target) for w in win.itertuples()]
     # target time order; the tie at t=20 goes by user; 5 windows -> 3/1/1
@@ -62,7 +62,7 @@ def test_exact_windows_and_split(tmp_path):
 def test_split_fractions_must_sum_to_one(tmp_path):
     log = _log({0: [(1, 1), (2, 2), (3, 1)]})
     with pytest.raises(Llm4dsrError, match=r"^config window\.split"):
-        noise.split_windows(log, {"max_history": 2, "split": [0.8, 0.1, 0.2]})
+        noise.split_windows(log, {**config.defaults("window"), "max_history": 2, "split": [0.8, 0.1, 0.2]})
 
 
 def test_noise_rate_mask_and_clean_test_targets(noise_synthetic, tmp_path):
@@ -81,7 +81,7 @@ def test_noise_rate_mask_and_clean_test_targets(noise_synthetic, tmp_path):
 
 
 def test_windows_are_shared_across_settings(noise_synthetic, tmp_path):
-    window = {"max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": 30}
+    window = {**config.defaults("window"), "max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": 30}
     keys = ["window", "user", "split", "target_pos", "time", "target_clean"]
     _, _, a = _run(noise_synthetic, "uniform-0.1", tmp_path / "a", window)
     _, _, b = _run(noise_synthetic, "popularity-0.3", tmp_path / "b", window)
@@ -145,7 +145,7 @@ def test_rng_is_stable_across_processes():
 def test_missing_input_leaves_no_output(tmp_path):
     with pytest.raises(Llm4dsrError, match="interactions.parquet: file not found"):
         noise.run(tmp_path / "interactions.parquet", tmp_path / "items.parquet", "uniform-0.1",
-                  {"max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}, 0, tmp_path / "out")
+                  {**config.defaults("window"), "max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}, 0, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -154,3 +154,13 @@ def test_same_seed_byte_identical(noise_synthetic, tmp_path):
         _run(noise_synthetic, "popularity-0.1", tmp_path / out, seed=7)
     for name in ("sequences.parquet", "windows.parquet", "noise_stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_last_per_user_split_puts_each_users_last_window_in_test():
+    # user 0: 4 items (windows at pos 1..3), user 1: 2 items (one window), user 2: 3 items
+    log = _log({0: [(10, 1), (20, 2), (30, 3), (40, 4)], 1: [(15, 5), (16, 6)], 2: [(5, 7), (50, 8), (60, 9)]})
+    win = noise.split_windows(log, {**config.defaults("window"), "max_history": 2, "split": [0.8, 0.1, 0.1],
+                                    "split_mode": "last_per_user"})
+    got = {(u, p): s for u, p, s in zip(win.user, win.target_pos, win.split)}
+    assert got == {(0, 1): "train", (0, 2): "valid", (0, 3): "test", (1, 1): "test", (2, 1): "valid", (2, 2): "test"}
+    assert win.time.is_monotonic_increasing  # still in target-time order, like the global split

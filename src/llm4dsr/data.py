@@ -4,8 +4,10 @@ Raw readers return two frames in file order: interactions (``user``, ``item`` as
 strings, ``timestamp`` int64 seconds, ``rating`` float or NaN) and items (``item``,
 ``title`` or None). :func:`preprocess` turns them into ``interactions.parquet`` and
 ``items.parquet`` (see docs/outputs.md). Steps, in order: drop items without a
-title, ``min_rating``, random ``max_items`` then ``max_users`` samples, each user's
-most recent ``max_items_per_user``, iterated k-core, contiguous ids.
+title, ``min_rating``, a random ``max_items`` sample (the paper's Movies sample), each
+user's most recent ``max_items_per_user``, iterated k-core, then a random ``max_users``
+sample and the k-core again (sampling users *after* the k-core keeps a sparse source's
+structure: sampled first, most of its users and items would fall below k), contiguous ids.
 
 Downloads (ml-1m, Amazon) land in ``resources/<dataset>/``. The ml-1m zip is checked
 against the md5 GroupLens publishes (``ml-1m.zip.md5``); no checksums are published
@@ -354,15 +356,18 @@ def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dic
         df = df[df.rating >= dataset_cfg["min_rating"]]
         trace["min_rating"] = _counts(df)
     rng = np.random.default_rng(seed)
-    df = _sample(df, "item", dataset_cfg["max_items"], rng)
-    df = _sample(df, "user", dataset_cfg["max_users"], rng)
-    trace["sampled"] = _counts(df)
+    if dataset_cfg["max_items"] is not None:
+        df = _sample(df, "item", dataset_cfg["max_items"], rng)
+        trace["max_items"] = _counts(df)
     df = df.sort_values(["user", "timestamp", "row"], kind="stable")
     if dataset_cfg["max_items_per_user"]:
         df = df.groupby("user", sort=False).tail(dataset_cfg["max_items_per_user"])
         trace["max_items_per_user"] = _counts(df)
     df = kcore(df, dataset_cfg["kcore"])
     trace["kcore"] = _counts(df)
+    if dataset_cfg["max_users"] is not None:
+        df = kcore(_sample(df, "user", dataset_cfg["max_users"], rng), dataset_cfg["kcore"])
+        trace["max_users"] = _counts(df)
     if df.empty:
         raise Llm4dsrError(f"{key}.kcore: no interactions left after filtering ({trace})")
 
@@ -395,18 +400,20 @@ def _counts(df: pd.DataFrame) -> dict[str, int]:
     return {"interactions": len(df), "users": int(df.user.nunique()), "items": int(df["item"].nunique())}
 
 
-def stats(interactions: pd.DataFrame, items: pd.DataFrame, window_cfg: dict) -> dict:
-    """Dataset statistics, including the clean windows per split (the noise stage's split)."""
+def stats(interactions: pd.DataFrame, items: pd.DataFrame, window_cfg: dict, seed: int) -> dict:
+    """Dataset statistics, including the clean windows per split (the noise stage's split)
+    and the valid and test windows and distinct users the study keeps (max_eval_windows):
+    users are the unit of independence of every interval the study reports."""
     wins = noise.split_windows(interactions, window_cfg)
     per_split = wins.split.value_counts()
-    n_eval = window_cfg["max_eval_windows"]
+    kept = noise.sample_eval(wins, window_cfg["max_eval_windows"], seed)
     lengths = interactions.groupby("user").size()
     n_users, n_items = len(lengths), len(items)
     return {
         "users": n_users, "items": n_items, "interactions": len(interactions),
         "windows": {s: int(per_split.get(s, 0)) for s in SPLITS},
-        "eval_windows_kept": {s: int(min(per_split.get(s, 0), n_eval or per_split.get(s, 0)))
-                              for s in EVAL_SPLITS},
+        "eval_windows_kept": {s: int((kept.split == s).sum()) for s in EVAL_SPLITS},
+        "eval_users_kept": {s: int(kept.user[kept.split == s].nunique()) for s in EVAL_SPLITS},
         "mean_history_length": float(lengths.mean()),
         "mean_window_history": float(np.minimum(interactions.pos[interactions.pos > 0],
                                                 window_cfg["max_history"]).mean()),
@@ -423,7 +430,7 @@ def run(dataset_cfg: dict, window_cfg: dict, seed: int, out_dir: str | Path,
     inter, items, trace = preprocess(raw_inter, raw_items, dataset_cfg, seed, name)
     for step, counts in trace.items():
         log.info("%s: after %s: %s", name, step, counts)
-    summary = {"source": dataset_cfg["source"], "steps": trace, **stats(inter, items, window_cfg)}
+    summary = {"source": dataset_cfg["source"], "steps": trace, **stats(inter, items, window_cfg, seed)}
     write_parquet(inter, out_dir / "interactions.parquet")
     write_parquet(items, out_dir / "items.parquet")
     write_json(summary, out_dir / "stats.json")

@@ -4,8 +4,10 @@ The order matters, so that every noise setting of a dataset shares identical win
 
 1. Windows come from the *clean* log: one per target position ``pos >= 1``; the
    history is up to ``max_history`` preceding items.
-2. All windows are sorted by target time (ties by user, then position) and cut
-   train/valid/test by ``window.split`` along that order.
+2. ``window.split_mode: global_time`` (the paper): all windows are sorted by target
+   time (ties by user, then position) and cut train/valid/test by ``window.split``
+   along that order. ``last_per_user``: each user's last window is test, the one
+   before valid, the rest train.
 3. ``max_eval_windows`` keeps a seeded sample of N valid and N test windows; the
    sample depends on the config seed only, never on the noise setting.
 4. Noise: each interaction is replaced, with probability ``rate``, by another
@@ -62,17 +64,24 @@ def _by_user(interactions: pd.DataFrame) -> pd.DataFrame:
 def split_windows(interactions: pd.DataFrame, window_cfg: dict) -> pd.DataFrame:
     """Clean windows in target-time order: ``row`` (target's row in the user-sorted log),
     ``user``, ``target_pos``, ``time``, ``split``."""
-    fractions = np.asarray(window_cfg["split"], dtype=float)
-    if len(fractions) != 3 or abs(fractions.sum() - 1) > 1e-6:
-        raise Llm4dsrError(f"config window.split: {list(fractions)} must be 3 fractions summing to 1")
     seq = _by_user(interactions)
     rows = np.flatnonzero(seq.pos.to_numpy() >= 1)
     user, pos, time = seq.user.to_numpy()[rows], seq.pos.to_numpy()[rows], seq.timestamp.to_numpy()[rows]
     order = np.lexsort((pos, user, time))
-    n = len(rows)
-    bounds = np.round(np.cumsum(fractions) * n).astype(np.int64)
-    bounds[-1] = n
-    split = np.asarray(SPLITS, dtype=object)[np.searchsorted(bounds, np.arange(n), side="right")]
+    if window_cfg["split_mode"] == "last_per_user":
+        # windows are user-sorted by position: count each window's distance from the user's last
+        from_end = np.r_[np.flatnonzero(np.diff(user)), len(user) - 1]
+        last = np.repeat(from_end, np.diff(np.r_[-1, from_end]))
+        split = np.asarray(("test", "valid", "train"), dtype=object)[np.minimum(last - np.arange(len(user)), 2)]
+        split = split[order]
+    else:
+        fractions = np.asarray(window_cfg["split"], dtype=float)
+        if len(fractions) != 3 or abs(fractions.sum() - 1) > 1e-6:
+            raise Llm4dsrError(f"config window.split: {list(fractions)} must be 3 fractions summing to 1")
+        n = len(rows)
+        bounds = np.round(np.cumsum(fractions) * n).astype(np.int64)
+        bounds[-1] = n
+        split = np.asarray(SPLITS, dtype=object)[np.searchsorted(bounds, np.arange(n), side="right")]
     return pd.DataFrame({"row": rows[order], "user": user[order], "target_pos": pos[order],
                          "time": time[order], "split": split})
 
