@@ -6,6 +6,7 @@ metrics, results tables), so their formats are the documented ones (docs/outputs
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from llm4dsr.backbones.results import aggregate
 from llm4dsr.correct import CHANGE_COLUMNS, select
 from llm4dsr.metrics import detection_report
 from llm4dsr.units import item_table, make_units
+
+BOOT = {"resamples": 200, "level": 0.95}  # config intervals (fewer replicates: tests)
 
 DETECTORS = {"llm_full_title": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "combined": 2.0,
              "combined_collab": 1.8}
@@ -41,24 +44,38 @@ def suggestions(items: pd.DataFrame, n_items: int, top_k: int = 3) -> pd.DataFra
                          "title": [f"Movie number {i}" for i in item]}).reset_index(drop=True)
 
 
-def backbone_json(path: Path, model: str, condition: str, seed: int, value: float) -> None:
+def backbone_run(path: Path, model: str, condition: str, seed: int, value: float,
+                 test_windows: pd.DataFrame) -> None:
+    """A backbone run's JSON and the ranks of the ``test_windows`` (those of windows.parquet,
+    so that real runs of the same setting share them), hitting the top 10 more often as
+    ``value`` rises."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    test = {f"{m}@{k}": value * k / 10 for m in ("hr", "ndcg") for k in (5, 10, 20)}
+    rng = np.random.default_rng(zlib.crc32(f"{model}-{condition}-{seed}".encode()))
+    n = len(test_windows)
+    hit = rng.random(n) < min(max(value * 3, 0.01), 0.99)
+    ranks = np.where(hit, rng.integers(1, 11, n), rng.integers(11, 40, n))
+    test = {f"{m}@{k}": float((ranks <= k).mean()) if m == "hr" else
+            float(np.where(ranks <= k, 1 / np.log2(ranks + 1), 0).mean()) for m in ("hr", "ndcg") for k in (5, 10, 20)}
     path.write_text(json.dumps({"model": model, "condition": condition, "seed": seed, "test": test,
                                 "valid": test, "best_epoch": 3, "train_seconds": 1.0}))
+    pd.DataFrame({"window": test_windows["window"].to_numpy(), "user": test_windows["user"].to_numpy(),
+                  "rank": ranks}).to_parquet(
+        path.with_suffix(".ranks.parquet"))
 
 
 def results_table(base: Path, conditions: list[str], models: list[str], rate: float, out: str) -> None:
-    """Backbone JSONs (quality falls with the noise rate) aggregated into {out}.csv / .md."""
+    """Backbone runs (quality falls with the noise rate) aggregated into {out}.csv / .md."""
     rng = np.random.default_rng(len(out))
+    windows = pd.read_parquet(base / "windows.parquet")
+    test = windows[windows["split"] == "test"]
     paths = []
     for model in models:
         for i, cond in enumerate(conditions):
             for seed in (0, 1):
                 p = base / "backbone" / model / cond / f"seed{seed}.json"
-                backbone_json(p, model, cond, seed, 0.1 - rate * 0.2 + 0.005 * i + 0.003 * rng.normal())
+                backbone_run(p, model, cond, seed, 0.1 - rate * 0.2 + 0.005 * i + 0.003 * rng.normal(), test)
                 paths.append(p)
-    aggregate(paths, base / f"{out}.csv", base / f"{out}.md")
+    aggregate(paths, base / f"{out}.csv", base / f"{out}.md", BOOT, 0)
 
 
 def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("uniform-0.0", "uniform-0.1", "popularity-0.1"),
@@ -83,7 +100,7 @@ def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("unifor
         tables = {d: scores(units, s, rng) for d, s in DETECTORS.items()}
         for d, t in tables.items():
             t.to_parquet(base / "scores" / f"{d}.parquet")
-        (base / "detection.json").write_text(json.dumps(detection_report(units, tables, THRESHOLD)))
+        (base / "detection.json").write_text(json.dumps(detection_report(units, tables, THRESHOLD, BOOT, 0)))
         results_table(base, ["clean", "noisy", "llm4dsr", "popularity"], ["sasrec", "gru4rec"], rate, "results")
         if noise == main:
             results_table(base, ["noisy", "llm4dsr-p0", "llm4dsr-p50", "llm4dsr-p90"], ["sasrec"], rate, "sweep")

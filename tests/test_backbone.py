@@ -173,31 +173,59 @@ def test_clean_windows_takes_pre_noise_items():
 
 # results table
 
-def test_aggregate_mean_std_and_gain(tmp_path):
-    runs = [("sasrec", "noisy", [0.1, 0.2, 0.3]), ("sasrec", "clean", [0.3, 0.3, 0.3]),
-            ("gru4rec", "noisy", [0.2, 0.2, 0.2]), ("gru4rec", "clean", [0.1, 0.1, 0.1])]
-    paths = []
-    for model, cond, values in runs:
-        for seed, v in enumerate(values):
-            p = tmp_path / f"{model}-{cond}-{seed}.json"
-            p.write_text(json.dumps({"model": model, "condition": cond, "seed": seed, "best_epoch": seed + 1,
-                                     "train_seconds": 1.0, "test": {"hr@5": v, "ndcg@5": v / 2}}))
-            paths.append(p)
-    table = results.aggregate(paths, tmp_path / "results.csv", tmp_path / "results.md")
-    csv = pd.read_csv(tmp_path / "results.csv").set_index(["model", "condition"])
-    assert csv.loc[("sasrec", "noisy"), "hr@5_mean"] == pytest.approx(0.2)
-    assert csv.loc[("sasrec", "noisy"), "hr@5_std"] == pytest.approx(0.1)
-    assert csv.loc[("sasrec", "clean"), "hr@5_gain_pct"] == pytest.approx(50.0)
-    assert csv.loc[("gru4rec", "clean"), "ndcg@5_gain_pct"] == pytest.approx(-50.0)
-    assert csv.loc[("sasrec", "noisy"), "best_epoch_mean"] == pytest.approx(2.0)
-    assert list(table["model"]) == ["sasrec", "sasrec", "gru4rec", "gru4rec"]
+BOOT = {"resamples": 300, "level": 0.95}  # config intervals (fewer replicates: tests)
+
+
+def _write_run(tmp_path, model, condition, seed, ranks, users):
+    p = tmp_path / f"{model}-{condition}-seed{seed}.json"
+    ranks = np.asarray(ranks)
+    test = {"hr@5": float((ranks <= 5).mean()), "ndcg@5": float(np.where(ranks <= 5, 1 / np.log2(ranks + 1), 0).mean())}
+    p.write_text(json.dumps({"model": model, "condition": condition, "seed": seed, "best_epoch": seed + 1,
+                             "train_seconds": 1.0, "test": test}))
+    pd.DataFrame({"window": np.arange(len(ranks)), "user": users, "rank": ranks}).to_parquet(backbone.ranks_path(p))
+    return p
+
+
+def test_results_table_means_intervals_and_paired_differences(tmp_path):
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(20), 3)  # 60 test windows of 20 users
+    noisy = [rng.integers(1, 30, 60) for _ in range(2)]
+    runs = {"noisy": noisy, "same": noisy, "clean": [np.ones(60, int), np.ones(60, int)],
+            "worse": [np.full(60, 99), np.full(60, 99)]}
+    paths = [_write_run(tmp_path, "sasrec", c, s, r, users) for c, rs in runs.items() for s, r in enumerate(rs)]
+    table = results.aggregate(paths, tmp_path / "results.csv", tmp_path / "results.md", BOOT, seed=0)
+    assert pd.read_csv(tmp_path / "results.csv").round(6).equals(table.round(6))
+    csv = table.set_index("condition")
+    hr = [(r <= 5).mean() for r in noisy]
+    assert csv.at["noisy", "hr@5_mean"] == pytest.approx(np.mean(hr))
+    assert csv.at["noisy", "hr@5_std"] == pytest.approx(np.std(hr, ddof=1))
+    assert csv.at["noisy", "hr@5_ci_low"] <= csv.at["noisy", "hr@5_mean"] <= csv.at["noisy", "hr@5_ci_high"]
+    assert (csv.at["clean", "hr@5_ci_low"], csv.at["clean", "hr@5_ci_high"]) == (1.0, 1.0)
+    assert (csv.at["noisy", "n_test"], csv.at["noisy", "test_users"]) == (60, 20)
+    # paired on the same windows: identical runs differ by exactly 0
+    assert csv.at["same", "hr@5_diff_noisy"] == 0 and csv.at["same", "hr@5_diff_noisy_ci_low"] == 0
+    assert csv.at["same", "hr@5_diff_noisy_ci_high"] == 0
+    assert csv.at["worse", "hr@5_diff_noisy_ci_high"] < 0 < csv.at["clean", "hr@5_diff_noisy_ci_low"]
+    assert csv.at["worse", "hr@5_gap_clean"] == pytest.approx(1.0)
+    assert csv.at["noisy", "hr@5_gain_pct"] == pytest.approx(0.0)
+    assert list(table["condition"]) == ["noisy", "same", "clean", "worse"]
     md = (tmp_path / "results.md").read_text()
-    assert "| sasrec | noisy | 3 | 0.2000 ± 0.1000 | 0.1000 ± 0.0500 |" in md
-    assert "0.3000 ± 0.0000 (+50.0%)" in md
+    assert "60 test windows, 20 users" in md
+    worse = next(line for line in md.splitlines() if line.startswith("| sasrec | worse |") and "**" in line)
+    same = next(line for line in md.splitlines() if line.startswith("| sasrec | same |") and "+0.0000 [" in line)
+    assert "**-" in worse and "**" not in same.split("|")[3]  # only an interval that excludes 0 is marked
+
+
+def test_results_table_needs_the_same_test_windows(tmp_path):
+    users = np.arange(10)
+    a = _write_run(tmp_path, "sasrec", "noisy", 0, np.arange(1, 11), users)
+    b = _write_run(tmp_path, "sasrec", "clean", 0, np.arange(1, 11), users)
+    pd.DataFrame({"window": np.arange(1, 11), "user": users, "rank": np.arange(1, 11)}).to_parquet(backbone.ranks_path(b))
+    with pytest.raises(Llm4dsrError, match="test windows differ"):
+        results.aggregate([a, b], tmp_path / "results.csv", tmp_path / "results.md", BOOT, seed=0)
 
 
 def test_aggregate_rejects_duplicate_runs(tmp_path):
-    p = tmp_path / "r.json"
-    p.write_text(json.dumps({"model": "sasrec", "condition": "noisy", "seed": 0, "test": {"hr@5": 0.1}}))
+    p = _write_run(tmp_path, "sasrec", "noisy", 0, [1, 2], [0, 1])
     with pytest.raises(Llm4dsrError, match="duplicate"):
-        results.aggregate([p, p], tmp_path / "results.csv", tmp_path / "results.md")
+        results.aggregate([p, p], tmp_path / "results.csv", tmp_path / "results.md", BOOT, seed=0)

@@ -10,6 +10,8 @@ from llm4dsr.metrics import detection_report
 from llm4dsr.scores import scores_frame, softmax
 from llm4dsr.units import make_units
 
+BOOT = {"resamples": 200, "level": 0.95}  # config intervals (fewer replicates: tests)
+
 HALF = 20  # items 1..20 and 21..40 are the two communities of denoise_synth
 THRESHOLD = {"kind": "percentile", "train": 60, "test": 90}
 
@@ -28,7 +30,7 @@ def unit(user, items):
 def test_cooccurrence_finds_the_other_community(data):
     seq, _, units = data
     det = Cooccurrence().fit(seq, 2 * HALF)
-    report = detection_report(units, {"cooccurrence": scores_frame(units, det.score(units))}, THRESHOLD)
+    report = detection_report(units, {"cooccurrence": scores_frame(units, det.score(units))}, THRESHOLD, BOOT, 0)
     train = report["cooccurrence"]["train"]
     assert train["top1"] > 0.9 and train["roc_auc"] > 0.85
     planted = unit(0, [1, 2, 3, 4, 5, 33, 6, 7])  # user 0 draws from community 1..20
@@ -56,7 +58,7 @@ def test_idtransformer_learns_the_task(data):
     det = IdTransformer(seed=0, steps=150).fit(seq, 2 * HALF)
     scores = scores_frame(units, det.score(units))
     assert all(np.isclose(np.exp(x).sum(), 1) for x in scores["logp"])  # log-softmax over positions
-    assert detection_report(units, {"idtransformer": scores}, THRESHOLD)["idtransformer"]["train"]["top1"] > 0.6
+    assert detection_report(units, {"idtransformer": scores}, THRESHOLD, BOOT, 0)["idtransformer"]["train"]["top1"] > 0.6
     once, again = (IdTransformer(seed=1, steps=10).fit(seq, 2 * HALF).score(units.head(5)) for _ in range(2))
     assert all(np.array_equal(a, b) for a, b in zip(once, again))
 

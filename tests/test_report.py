@@ -21,7 +21,7 @@ def execute(tmp_path: Path, **params) -> tuple[nbformat.NotebookNode, str, Path]
     report.run(NOTEBOOK, out / "report.ipynb", out / "report.html",
                {"dataset": "synth", "results_dir": str(tmp_path / "results"), "noise_settings": NOISES,
                 "main_noise": "uniform-0.1", "detection_csv": str(out / "detection.csv"), **params},
-               figures_dir=out / "figures")
+               figures_dir=out / "figures", out_code_html=out / "report_code.html")
     return nbformat.read(out / "report.ipynb", as_version=4), (out / "report.html").read_text(), out
 
 
@@ -50,12 +50,33 @@ def test_every_figure_drawn_without_errors(full):
 
 
 def test_html_is_offline_and_holds_the_figures(full):
-    nb, html, _ = full
+    nb, html, out = full
     report.check_offline(html)
     assert "<script src=" not in html and "cdnjs" not in html
     assert html.count('src="data:image/png;base64') == FIGURES
     assert "ROC-AUC from best to worst" in html  # the computed prose made it into the page
+    # readers get text, tables and figures; the code is in the page beside it
+    assert 'class="highlight' not in html and "import json" not in html
+    assert 'class="highlight' in (out / "report_code.html").read_text()
+    assert "'steps':" not in html and "after kcore" not in html  # the synthetic stats have no steps
 
+
+def test_every_claim_carries_its_interval(full):
+    """Each detector's ROC-AUC is quoted with its interval, and each paired difference is
+    called a finding or not according to whether its interval excludes 0."""
+    import json
+    import re
+
+    nb, html, out = full
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    report = json.loads((out.parent / "results" / "synth" / "uniform-0.1" / "detection.json").read_text())
+    for name in ("popularity", "cooccurrence"):
+        m = report[name]["test"]
+        assert f"{m['roc_auc']:.3f} [{m['roc_auc_ci'][0]:.3f}, {m['roc_auc_ci'][1]:.3f}]" in text
+    d = report["paired"]["llm_full_title - cooccurrence"]["test"]["roc_auc"]
+    quoted = f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+    verdict = "is higher" if d["ci"][0] > 0 else "is lower" if d["ci"][1] < 0 else "cannot tell them apart"
+    assert re.search(re.escape(quoted) + r": [^.]*" + verdict, text)
 
 def test_missing_optional_inputs_are_skipped_with_a_note(tmp_path):
     top = report_synth.build(tmp_path / "results", noises=tuple(NOISES))

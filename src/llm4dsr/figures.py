@@ -3,6 +3,11 @@
 Everything here reads workflow outputs (docs/outputs.md) and nothing else. Each
 ``fig_*`` function returns a matplotlib Figure with a title, labelled axes and units,
 or None when its inputs are absent; the notebook then prints a note instead.
+
+Every number carries its 95% interval (users resampled, see llm4dsr.intervals), every
+figure draws the intervals, and a sentence calls a difference a finding only when the
+interval of that paired difference excludes 0. Each detector and condition keeps one
+colour in every figure (:func:`color`).
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from llm4dsr import names
 from llm4dsr.names import LABELS, SPLITS, noise_rate
 from llm4dsr.units import item_table
 
@@ -32,12 +38,44 @@ def injected(settings: Iterable[str]) -> list[str]:
     return [s for s in settings if noise_rate(s) > 0]
 
 
-def _color(name: str, names: list[str]) -> str:
-    """Detectors keep one colour across figures; other series take theirs from ``names``."""
-    import matplotlib.pyplot as plt
+# one colour per detector and condition, the same in every figure: the LLM in reds,
+# the data as it is in black (noisy) and green (clean), the simple detectors in blues
+COLORS = {"noisy": "#222222", "clean": "#2ca02c", "llm4dsr": "#d62728", "llm4dsr_no_uncertainty": "#ff9896",
+          "llm_full_title": "#d62728", "llm_first_token": "#ff7f0e", "llm_trie": "#8c564b",
+          "popularity": "#1f77b4", "cooccurrence": "#9467bd", "idtransformer": "#17becf", "random": "#7f7f7f",
+          "combined": "#e377c2", "combined_collab": "#bcbd22"}
+_SPARE = ["#aec7e8", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#ffbb78", "#c7c7c7"]
 
-    order = list(LABELS) if name in LABELS else names
-    return plt.get_cmap("tab10")(order.index(name) % 10)
+
+def color(name: str) -> str:
+    """The colour of a detector or condition: fixed for the study's names; others (the
+    threshold sweep's llm4dsr-pT, new conditions) take a spare colour by a stable rule."""
+    if name in COLORS:
+        return COLORS[name]
+    sweep = names.SWEEP_CONDITION.fullmatch(name)
+    if sweep:  # darker red for a stricter threshold
+        import matplotlib.pyplot as plt
+
+        return plt.get_cmap("Reds")(0.35 + 0.6 * float(sweep.group(1)) / 100)
+    return _SPARE[sum(name.encode()) % len(_SPARE)]
+
+
+def interval_text(value: float | None, ci: list | None, digits: int = 3, sign: bool = False) -> str:
+    """``0.690 [0.578, 0.767]``; with ``sign``, ``+0.086 [-0.105, +0.277]``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    f = f"{{:{'+' if sign else ''}.{digits}f}}"
+    return f.format(value) + (f" [{f.format(ci[0])}, {f.format(ci[1])}]" if ci else "")
+
+
+def excludes_zero(ci: list | None) -> bool:
+    return bool(ci) and (ci[0] > 0 or ci[1] < 0)
+
+
+def _yerr(values, lows, highs) -> np.ndarray:
+    """Asymmetric error bars [2, n] from interval bounds (0 where unknown)."""
+    v, lo, hi = (np.asarray(x, dtype=float) for x in (values, lows, highs))
+    return np.nan_to_num(np.vstack([v - lo, hi - v]), nan=0.0).clip(min=0)
 
 
 # reading inputs
@@ -69,6 +107,23 @@ def save(fig, name: str, figures_dir: str | Path | None) -> None:
     plt.show()
 
 
+def stats_table(stats: dict) -> pd.DataFrame:
+    """stats.json as a readable two-column table (what was kept, and the evaluation's size)."""
+    rows = [("users", stats.get("users")), ("items", stats.get("items")), ("interactions", stats.get("interactions"))]
+    for split, n in stats.get("windows", {}).items():
+        rows.append((f"{split} windows", n))
+    for split, n in stats.get("eval_windows_kept", {}).items():
+        users = stats.get("eval_users_kept", {}).get(split)
+        rows.append((f"{split} windows kept (distinct users)", f"{n} ({users})" if users is not None else n))
+    for key in ("mean_history_length", "mean_window_history", "density"):
+        if key in stats:
+            rows.append((key.replace("_", " "), f"{stats[key]:.4g}"))
+    for step, counts in stats.get("steps", {}).items():
+        rows.append((f"after {step.replace('_', ' ')}",
+                     f"{counts['users']} users, {counts['items']} items, {counts['interactions']} interactions"))
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
 # detection
 
 def curves(items: pd.DataFrame) -> dict | None:
@@ -90,7 +145,6 @@ def fig_detection_curves(units: pd.DataFrame, scores: dict[str, pd.DataFrame], n
 
     if not scores:
         return None
-    names = list(scores)
     tables = {d: item_table(units, s, name=f"scores/{d}.parquet") for d, s in scores.items()}
     fig, axes = plt.subplots(2, len(SPLITS), figsize=(4.2 * len(SPLITS), 8), squeeze=False)
     for j, split in enumerate(SPLITS):
@@ -99,21 +153,22 @@ def fig_detection_curves(units: pd.DataFrame, scores: dict[str, pd.DataFrame], n
             c = curves(items[items["split"] == split])
             if c is None:
                 continue
-            roc.plot(c["fpr"], c["tpr"], color=_color(d, names), label=f"{label(d)} ({c['roc_auc']:.3f})")
-            pr.plot(c["recall"], c["precision"], color=_color(d, names), label=f"{label(d)} ({c['pr_auc']:.3f})")
+            roc.plot(c["fpr"], c["tpr"], color=color(d), label=f"{label(d)} ({c['roc_auc']:.3f})")
+            pr.plot(c["recall"], c["precision"], color=color(d), label=f"{label(d)} ({c['pr_auc']:.3f})")
             base = c["base"]
         if not roc.lines:
             roc.text(0.5, 0.5, "no noise items in this split", ha="center", transform=roc.transAxes)
         else:
             roc.plot([0, 1], [0, 1], "k:", lw=1, label="chance (0.5)")
             pr.axhline(base, color="k", ls=":", lw=1, label=f"chance ({base:.3f})")
-        roc.set(title=f"ROC, {split} split", xlabel="false-positive rate (share of clean items flagged)",
+        users = units.loc[units["split"] == split, "user"].nunique()
+        roc.set(title=f"ROC, {split} split ({users} users)", xlabel="false-positive rate (share of clean items flagged)",
                 ylabel="true-positive rate (share of noise items flagged)", xlim=(0, 1), ylim=(0, 1.01))
-        pr.set(title=f"precision-recall, {split} split", xlabel="recall (share of noise items flagged)",
+        pr.set(title=f"precision-recall, {split} split ({users} users)", xlabel="recall (share of noise items flagged)",
                ylabel="precision (share of flagged items that are noise)", xlim=(0, 1), ylim=(0, 1.01))
-        for ax in (roc, pr):
+        for ax, where in ((roc, "lower right"), (pr, "upper right")):
             if ax.lines:
-                ax.legend(fontsize=7, title="detector (AUC)", title_fontsize=7)
+                ax.legend(fontsize=6, title="detector (AUC)", title_fontsize=6, loc=where, framealpha=0.6)
     fig.suptitle(f"Noise detection on {noise}: every item of every unit, pooled per split")
     fig.tight_layout()
     return fig
@@ -127,27 +182,41 @@ def chance_top1(units: pd.DataFrame, split: str = "test") -> float:
     return float(share.mean()) if len(share) else math.nan
 
 
+DETECTION_COLUMNS = ["noise", "detector", *(f"{m}{x}" for m in METRIC_LABELS for x in ("", "_ci_low", "_ci_high")),
+                     "ece", "units", "users", "noise_items"]
+
+
 def detection_table(detections: dict[str, dict], detectors: list[str], split: str = "test") -> pd.DataFrame:
     """Long table from detection.json files: noise, detector (in ``detectors`` order), ROC-AUC,
-    PR-AUC, top-1, ECE and counts."""
+    PR-AUC, top-1 with their interval bounds, ECE and counts (units, users, noise items)."""
     rows = []
     for noise, report in detections.items():
         for det in (d for d in detectors if d in report):
             m = report[det].get(split, {})
-            rows.append({"noise": noise, "detector": det, **{k: m.get(k) for k in METRIC_LABELS},
-                         "ece": m.get("ece"), "units": m.get("units"), "noise_items": m.get("noise_items")})
-    return pd.DataFrame(rows, columns=["noise", "detector", *METRIC_LABELS, "ece", "units", "noise_items"])
+            row = {"noise": noise, "detector": det, "ece": m.get("ece"), "units": m.get("units"),
+                   "users": m.get("users"), "noise_items": m.get("noise_items")}
+            for k in METRIC_LABELS:
+                ci = m.get(f"{k}_ci") or [None, None]
+                row.update({k: m.get(k), f"{k}_ci_low": ci[0], f"{k}_ci_high": ci[1]})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=DETECTION_COLUMNS)
 
 
 def detection_wide(table: pd.DataFrame) -> pd.DataFrame:
-    """Detector x (noise setting, metric), for display."""
-    wide = table.pivot(index="detector", columns="noise", values=list(METRIC_LABELS)).dropna(axis=1, how="all")
-    wide = wide.swaplevel(axis=1)
-    noises = [n for n in dict.fromkeys(table["noise"]) if n in wide.columns.get_level_values(0)]
-    wide = wide[noises].reindex(list(dict.fromkeys(table["detector"])))
+    """Detector x (noise setting, metric) cells "value [low, high]", for display."""
+    table = table.dropna(subset=["roc_auc"])
+    cells = {}
+    for r in table.itertuples(index=False):
+        for m in ("roc_auc", "top1"):
+            ci = [getattr(r, f"{m}_ci_low"), getattr(r, f"{m}_ci_high")]
+            cells[(r.detector, f"{r.noise} ({r.users} users)", metric_label(m))] = interval_text(
+                getattr(r, m), None if pd.isna(ci[0]) else ci)
+    if not cells:
+        return pd.DataFrame()
+    wide = pd.Series(cells).unstack([1, 2])
+    wide = wide.reindex(list(dict.fromkeys(table["detector"])))
     wide.index = [label(d) for d in wide.index]
-    wide.columns = pd.MultiIndex.from_tuples([(n, metric_label(m)) for n, m in wide.columns])
-    return wide.astype(float).round(3)
+    return wide
 
 
 def fig_detection_bars(table: pd.DataFrame, chance: dict[str, float], split: str = "test"):
@@ -157,25 +226,26 @@ def fig_detection_bars(table: pd.DataFrame, chance: dict[str, float], split: str
     table = table.dropna(subset=["roc_auc"])
     if table.empty:
         return None
-    noises, names = list(dict.fromkeys(table["noise"])), list(dict.fromkeys(table["detector"]))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    width = 0.8 / len(names)
+    noises, dets = list(dict.fromkeys(table["noise"])), list(dict.fromkeys(table["detector"]))
+    users = table.groupby("noise")["users"].max()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    width = 0.8 / len(dets)
     for ax, metric in zip(axes, ("roc_auc", "top1")):
-        for k, d in enumerate(names):
-            vals = [table[(table["noise"] == n) & (table["detector"] == d)][metric] for n in noises]
-            vals = [float(v.iloc[0]) if len(v) and pd.notna(v.iloc[0]) else np.nan for v in vals]
-            ax.bar(np.arange(len(noises)) + (k - (len(names) - 1) / 2) * width, vals, width,
-                   color=_color(d, names), label=label(d))
+        for k, d in enumerate(dets):
+            part = table[table["detector"] == d].set_index("noise").reindex(noises)
+            ax.bar(np.arange(len(noises)) + (k - (len(dets) - 1) / 2) * width, part[metric].astype(float), width,
+                   yerr=_yerr(part[metric], part[f"{metric}_ci_low"], part[f"{metric}_ci_high"]),
+                   error_kw={"lw": 0.8, "capsize": 1.5}, color=color(d), label=label(d))
         for i, n in enumerate(noises):
             level = 0.5 if metric == "roc_auc" else chance.get(n, np.nan)
             ax.hlines(level, i - 0.45, i + 0.45, colors="k", linestyles=":", label="chance" if i == 0 else None)
-        ax.set(xticks=range(len(noises)), xticklabels=noises, xlabel="noise setting (model-rate)",
-               ylabel=f"{metric_label(metric)} ({split} split, 0-1)", ylim=(0, 1),
-               title=f"{metric_label(metric)} of each detector")
-    handles, names_ = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names_, loc="lower center", ncol=len(names_), fontsize=8)
-    fig.suptitle(f"Noise detection quality, {split} split")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+        ax.set(xticks=range(len(noises)), xticklabels=[f"{n}\n({users.get(n, 0):.0f} users)" for n in noises],
+               xlabel="noise setting (model-rate)", ylabel=f"{metric_label(metric)} ({split} split, 0-1)",
+               ylim=(0, 1), title=f"{metric_label(metric)} of each detector, with 95% intervals")
+    handles, labels_ = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 5), fontsize=8)
+    fig.suptitle(f"Noise detection quality, {split} split (intervals: users resampled)")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
@@ -207,102 +277,133 @@ def fig_reliability(detections: dict[str, dict], detectors: list[str]):
             if cal.empty:
                 continue
             ece = (cal["count"] * (cal["mean_prob"] - cal["noise_rate"]).abs()).sum() / cal["count"].sum()
-            ax.plot(cal["mean_prob"], cal["noise_rate"], "-", color=_color(d, detectors), lw=1)
+            ax.plot(cal["mean_prob"], cal["noise_rate"], "-", color=color(d), lw=1)
             ax.scatter(cal["mean_prob"], cal["noise_rate"], s=8 + 60 * np.sqrt(cal["count"] / cal["count"].max()),
-                       color=_color(d, detectors), label=f"{label(d)} (ECE {ece:.3f})")
+                       color=color(d), label=f"{label(d)} (ECE {ece:.3f})")
         ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect calibration")
         ax.set(title=noise, xlabel="mean predicted noise probability in bin (0-1)",
                ylabel="observed share of noise items in bin (0-1)", xlim=(0, 1), ylim=(0, 1))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, loc="upper left", framealpha=0.6)
     fig.suptitle("Reliability of the noise probabilities (10 equal-width bins, all splits; marker area ~ items)")
     fig.tight_layout()
     return fig
 
 
-def detection_summary(table: pd.DataFrame, noise: str, llm: str, split: str = "test") -> str:
-    """A neutral sentence comparing the LLM scorer with the best simple detector on ``noise``."""
-    part = table[(table["noise"] == noise)].dropna(subset=["roc_auc"]).set_index("detector")
-    if llm not in part.index:
-        return f"No {label(llm)} scores on {noise}."
-    ranked = part["roc_auc"].sort_values(ascending=False)
-    order = ", ".join(f"{label(d)} {v:.3f}" for d, v in ranked.items())
-    text = f"On {noise} ({split} split), ROC-AUC from best to worst: {order}."
-    simple = part.drop(index=[d for d in part.index if d.startswith("llm_") or d.startswith("combined")])
-    if len(simple):
-        best = simple["roc_auc"].idxmax()
-        gap = part.at[llm, "roc_auc"] - simple.at[best, "roc_auc"]
-        side = "above" if gap > 0 else "below"
-        text += (f" {label(llm)} is {abs(gap):.3f} {side} the best simple detector, {label(best)}"
-                 f" (top-1 {part.at[llm, 'top1']:.3f} against {simple.at[best, 'top1']:.3f}).")
+def detection_summary(report: dict, noise: str, llm: str, split: str = "test") -> str:
+    """Sentences on ``noise`` from its detection.json: each detector's ROC-AUC with its
+    interval, and each paired difference of the LLM score and of the LLM's contribution
+    to the combination, called a finding only when its interval excludes 0."""
+    part = {d: m[split] for d, m in report.items() if d != "paired" and m.get(split, {}).get("roc_auc") is not None}
+    if llm not in part:
+        return f"No {label(llm)} scores with injected noise on {noise}."
+    users = part[llm]["users"]
+    ranked = sorted(part, key=lambda d: -part[d]["roc_auc"])
+    text = (f"On {noise} ({split} split, {users} users, {part[llm]['noise_items']} noise items), ROC-AUC from "
+            "best to worst: " + ", ".join(f"{label(d)} {interval_text(part[d]['roc_auc'], part[d]['roc_auc_ci'])}"
+                                          for d in ranked) + ".")
+    for pair, by_split in report.get("paired", {}).items():
+        a, b = pair.split(" - ")
+        if a != llm and (a, b) != ("combined", "combined_collab"):
+            continue
+        d = by_split.get(split, {}).get("roc_auc", {})
+        if d.get("diff") is None:
+            continue
+        diff = interval_text(d["diff"], d["ci"], sign=True)
+        verdict = (f"{label(a)} is {'higher' if d['diff'] > 0 else 'lower'}" if excludes_zero(d["ci"])
+                   else "the study cannot tell them apart at this size")
+        text += f" {label(a)} minus {label(b)}, ROC-AUC {diff}: {verdict}."
     return text
 
 
 # backbones
 
-def results_display(results: pd.DataFrame, metrics: Iterable[str] = ("hr@10", "ndcg@10")) -> pd.DataFrame:
-    """results.csv as model x condition with "mean ± std" cells."""
+def results_display(results: pd.DataFrame, metrics: Iterable[str] = ("ndcg@10", "hr@10")) -> pd.DataFrame:
+    """results.csv as model x condition: "mean [interval]" per metric, and each condition
+    minus noisy on the first metric (bold when its interval excludes 0)."""
     out = results[["model", "condition", "seeds"]].copy()
     for m in metrics:
-        std = results[f"{m}_std"].map(lambda s: "" if pd.isna(s) else f" ± {s:.4f}")
-        out[m.upper()] = results[f"{m}_mean"].map(lambda v: f"{v:.4f}") + std
+        out[m.upper()] = [interval_text(r[f"{m}_mean"], [r[f"{m}_ci_low"], r[f"{m}_ci_high"]], 4)
+                          for _, r in results.iterrows()]
+    m = list(metrics)[0]
+    if f"{m}_diff_noisy" in results:
+        cells = []
+        for _, r in results.iterrows():
+            ci = [r.get(f"{m}_diff_noisy_ci_low"), r.get(f"{m}_diff_noisy_ci_high")]
+            cell = "" if pd.isna(r.get(f"{m}_diff_noisy")) else interval_text(r[f"{m}_diff_noisy"], ci, 4, sign=True)
+            cells.append(f"**{cell}**" if cell and excludes_zero(ci) else cell)
+        out[f"{m.upper()} minus noisy"] = cells
     return out.set_index(["model", "condition"])
 
 
+def _bounds(df: pd.DataFrame, metric: str):
+    return df[f"{metric}_mean"], df[f"{metric}_ci_low"], df[f"{metric}_ci_high"]
+
+
 def fig_metric_bars(results: dict[str, pd.DataFrame], metric: str = "ndcg@10"):
-    """Grouped bars (mean ± std over seeds) per backbone, one panel per noise setting."""
+    """Grouped bars (mean over seeds and windows, 95% interval) per backbone, one panel per noise setting."""
     import matplotlib.pyplot as plt
 
     if not results:
         return None
+    conds = list(dict.fromkeys(c for df in results.values() for c in df["condition"]))
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.5), squeeze=False, sharey=True)
     for ax, (noise, df) in zip(axes[0], results.items()):
-        models, conds = list(dict.fromkeys(df["model"])), list(dict.fromkeys(df["condition"]))
+        models = list(dict.fromkeys(df["model"]))
         width = 0.8 / len(conds)
         for k, c in enumerate(conds):
             part = df[df["condition"] == c].set_index("model").reindex(models)
             ax.bar(np.arange(len(models)) + (k - (len(conds) - 1) / 2) * width, part[f"{metric}_mean"], width,
-                   yerr=part[f"{metric}_std"].fillna(0), capsize=2, color=_color(c, conds), label=c)
-        ax.set(xticks=range(len(models)), xticklabels=models, xlabel="backbone", title=noise,
-               ylabel=f"test {metric.upper()} (0-1, mean ± std over seeds)")
-    axes[0, -1].legend(fontsize=7, title="training data")
-    fig.suptitle(f"Test {metric.upper()} of each backbone by training data")
-    fig.tight_layout()
+                   yerr=_yerr(*_bounds(part, metric)), error_kw={"lw": 0.8, "capsize": 1.5}, color=color(c),
+                   label=c)
+        users = int(df["test_users"].max()) if "test_users" in df else 0
+        ax.set(xticks=range(len(models)), xticklabels=models, xlabel="backbone",
+               title=f"{noise} ({users} test users)", ylabel=f"test {metric.upper()} (0-1, mean, 95% interval)")
+    handles, labels_ = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 6), fontsize=8, title="training data")
+    fig.suptitle(f"Test {metric.upper()} of each backbone by training data (intervals: seeds and users resampled)")
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     return fig
 
 
 def results_summary(df: pd.DataFrame, noise: str, metric: str = "ndcg@10") -> str:
-    """Neutral sentences: llm4dsr against noisy and against the best other non-oracle condition."""
+    """Sentences per backbone: each correction minus noisy and clean minus llm4dsr, with
+    their paired intervals; a difference is a finding only when its interval excludes 0."""
     lines = []
     for model, g in df.groupby("model", sort=False):
         g = g.set_index("condition")
-        if not {"llm4dsr", "noisy"} <= set(g.index):
+        if "noisy" not in g.index or f"{metric}_diff_noisy" not in g:
             continue
-        m, s = g[f"{metric}_mean"], g[f"{metric}_std"].fillna(0)
-        diff = m["llm4dsr"] - m["noisy"]
-        within = abs(diff) <= max(s["llm4dsr"], s["noisy"])
-        text = (f"{model} on {noise}: llm4dsr {m['llm4dsr']:.4f} ± {s['llm4dsr']:.4f} against noisy "
-                f"{m['noisy']:.4f} ± {s['noisy']:.4f} ({100 * diff / m['noisy']:+.1f}%"
-                f"{', within one standard deviation over seeds' if within else ''})")
-        others = m.drop(index=[c for c in ("clean", "noisy", "llm4dsr") if c in m.index])
-        if len(others) and others.max() > m["llm4dsr"]:
-            text += f"; {others.idxmax()} reaches {others.max():.4f}, above llm4dsr"
-        if "clean" in m.index:
-            text += f"; the clean oracle reaches {m['clean']:.4f}"
-        lines.append(text + ".")
-    return "\n".join(f"- {line}" for line in lines) or f"No llm4dsr and noisy results on {noise}."
+        users = int(g["test_users"].max()) if "test_users" in g else 0
+        found, unclear = [], []
+        for c, r in g.drop(index="noisy").iterrows():
+            ci = [r[f"{metric}_diff_noisy_ci_low"], r[f"{metric}_diff_noisy_ci_high"]]
+            text = f"{c} {interval_text(r[f'{metric}_diff_noisy'], ci, 4, sign=True)}"
+            (found if excludes_zero(ci) else unclear).append(text)
+        line = f"{model} on {noise} ({users} test users), {metric.upper()} minus noisy: "
+        line += ("findings: " + "; ".join(found) + ". " if found else "no condition differs from noisy. ")
+        if unclear:
+            line += "Not distinguishable from noisy at this size: " + "; ".join(unclear) + "."
+        if "llm4dsr" in g.index and f"{metric}_gap_clean" in g and pd.notna(g.at["llm4dsr", f"{metric}_gap_clean"]):
+            r = g.loc["llm4dsr"]
+            ci = [r[f"{metric}_gap_clean_ci_low"], r[f"{metric}_gap_clean_ci_high"]]
+            line += (f" Clean minus llm4dsr: {interval_text(r[f'{metric}_gap_clean'], ci, 4, sign=True)}"
+                     f"{' (a finding)' if excludes_zero(ci) else ''}.")
+        lines.append(line)
+    return "\n".join(f"- {line}" for line in lines) or f"No backbone results with a noisy reference on {noise}."
 
 
 def sweep_points(sweep: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
-    """model, threshold, mean, std of the llm4dsr-p{T} conditions of a sweep table."""
-    part = sweep[sweep["condition"].str.fullmatch(r"llm4dsr-p[0-9.]+")].copy()
+    """model, threshold, mean, low, high of the llm4dsr-p{T} conditions of a sweep table."""
+    part = sweep[sweep["condition"].str.fullmatch(names.SWEEP_CONDITION)].copy()
     part["threshold"] = part["condition"].str.slice(len("llm4dsr-p")).astype(float)
-    return part.rename(columns={f"{metric}_mean": "mean", f"{metric}_std": "std"})[
-        ["model", "threshold", "mean", "std"]].sort_values(["model", "threshold"])
+    return part.rename(columns={f"{metric}_mean": "mean", f"{metric}_ci_low": "low", f"{metric}_ci_high": "high"})[
+        ["model", "threshold", "mean", "low", "high"]].sort_values(["model", "threshold"])
 
 
 def fig_threshold(sweep: pd.DataFrame | None, results: pd.DataFrame | None, noise: str,
                   metric: str = "ndcg@10", default: dict | None = None):
-    """NDCG@10 against the percentile threshold (train and test alike), with reference lines."""
+    """The metric against the percentile threshold (train and test alike), with its
+    interval, and the noisy / clean / configured llm4dsr results as bands."""
     import matplotlib.pyplot as plt
 
     if sweep is None:
@@ -311,21 +412,22 @@ def fig_threshold(sweep: pd.DataFrame | None, results: pd.DataFrame | None, nois
     if points.empty:
         return None
     models = list(dict.fromkeys(points["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.5), squeeze=False)
-    refs = {"noisy": "k", "clean": "tab:green", "llm4dsr": "tab:red"}
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):
         p = points[points["model"] == model]
-        ax.errorbar(p["threshold"], p["mean"], yerr=p["std"].fillna(0), marker="o", capsize=3,
-                    label="llm4dsr, threshold swept")
+        ax.errorbar(p["threshold"], p["mean"], yerr=_yerr(p["mean"], p["low"], p["high"]), marker="o", capsize=3,
+                    color=color("llm4dsr"), label="llm4dsr, threshold swept")
         ref = results[results["model"] == model].set_index("condition") if results is not None else None
-        for cond, color in refs.items():
+        for cond in ("noisy", "clean", "llm4dsr"):
             if ref is not None and cond in ref.index:
                 name = cond if cond != "llm4dsr" or not default else \
                     f"llm4dsr, configured ({default['kind']} {default['train']:g}/{default['test']:g})"
-                ax.axhline(ref.at[cond, f"{metric}_mean"], color=color, ls="--", lw=1, label=name)
+                mean, lo, hi = (ref.at[cond, c] for c in (f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"))
+                ax.axhline(mean, color=color(cond), ls="--", lw=1, label=name)
+                ax.axhspan(lo, hi, color=color(cond), alpha=0.08)
         ax.set(title=f"{model} on {noise}", xlabel="correction threshold (percentile of noise probability, "
-               "train and test)", ylabel=f"test {metric.upper()} (0-1, mean ± std over seeds)")
-        ax.legend(fontsize=7)
+               "train and test)", ylabel=f"test {metric.upper()} (0-1, mean, 95% interval)")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle(f"Effect of the correction threshold on test {metric.upper()}")
     fig.tight_layout()
     return fig
@@ -341,16 +443,18 @@ def fig_noise_rate(results: dict[str, pd.DataFrame], metric: str = "ndcg@10"):
     df = pd.concat([d.assign(rate=noise_rate(n)) for n, d in uniform.items()]).sort_values("rate")
     models, conds = list(dict.fromkeys(df["model"])), list(dict.fromkeys(df["condition"]))
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4.5), squeeze=False, sharey=True)
+    shift = 0.004 * (np.arange(len(conds)) - (len(conds) - 1) / 2)  # side by side, so no bar hides another
     for ax, model in zip(axes[0], models):
-        for c in conds:
+        for k, c in enumerate(conds):
             p = df[(df["model"] == model) & (df["condition"] == c)]
-            ax.errorbar(p["rate"], p[f"{metric}_mean"], yerr=p[f"{metric}_std"].fillna(0), marker="o",
-                        capsize=2, color=_color(c, conds), label=c)
+            ax.errorbar(p["rate"] + shift[k], p[f"{metric}_mean"], yerr=_yerr(*_bounds(p, metric)), marker="o",
+                        ms=3, capsize=2, lw=1, color=color(c), label=c)
         ax.set(title=model, xlabel="injected noise rate (share of interactions replaced)",
-               ylabel=f"test {metric.upper()} (0-1, mean ± std over seeds)")
-    axes[0, -1].legend(fontsize=7, title="training data")
+               ylabel=f"test {metric.upper()} (0-1, mean, 95% interval)")
+    handles, labels_ = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="lower center", ncol=min(len(labels_), 6), fontsize=8, title="training data")
     fig.suptitle(f"Test {metric.upper()} against the uniform noise rate")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     return fig
 
 
@@ -384,6 +488,20 @@ def fig_loss(loss: pd.DataFrame | None, curve: pd.DataFrame | None = None, objec
     fig.suptitle("LoRA fine-tuning")
     fig.tight_layout()
     return fig
+
+
+def curve_summary(curve: pd.DataFrame) -> str:
+    """The held-out learning curve's first and last point, with intervals when measured."""
+    first, last = curve.iloc[0], curve.iloc[-1]
+
+    def auc(row) -> str:
+        ci = [row["roc_auc_ci_low"], row["roc_auc_ci_high"]] if "roc_auc_ci_low" in row else None
+        return interval_text(row["roc_auc"], ci if ci and pd.notna(ci[0]) else None)
+
+    return (f"Held-out detection on {int(last['examples'])} self-supervised examples: ROC-AUC {auc(first)} "
+            f"(top-1 {first['top1']:.3f}) before training, {auc(last)} (top-1 {last['top1']:.3f}) after "
+            f"{int(last['step'])} steps ({int(last['examples_seen'])} examples seen); intervals resample the "
+            "examples.")
 
 
 # examples

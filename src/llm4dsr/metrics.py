@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from llm4dsr import intervals, names
+
 log = logging.getLogger(__name__)
 
 # ranking metrics
@@ -49,34 +51,99 @@ def hit_ndcg_at_k(scores: torch.Tensor, targets: torch.Tensor, ks: Iterable[int]
 CALIBRATION_BINS = 10
 
 
-def detection_report(units: pd.DataFrame, scores: dict[str, pd.DataFrame], threshold: dict) -> dict:
-    """Per detector and split: ROC-AUC, PR-AUC, top-1, precision/recall at the correction
-    threshold (``config.correct.threshold``) and a calibration table."""
-    from llm4dsr.names import SPLITS
+def paired_comparisons(detectors: list[str]) -> list[tuple[str, str]]:
+    """The differences detection.json gives with a paired interval: each LLM score minus
+    each simple detector and minus the other LLM scores, and the combination with the
+    LLM minus the one without it (what the LLM adds)."""
+    llm = [d for d in detectors if d in names.LLM_SCORES]
+    simple = [d for d in detectors if d in names.DETECTORS]
+    pairs = [(a, b) for a in llm for b in simple] + [(a, b) for i, a in enumerate(llm) for b in llm[i + 1:]]
+    if {"combined", "combined_collab"} <= set(detectors):
+        pairs.append(("combined", "combined_collab"))
+    return pairs
+
+
+def detection_report(units: pd.DataFrame, scores: dict[str, pd.DataFrame], threshold: dict,
+                     intervals_cfg: dict, seed: int) -> dict:
+    """Per detector and split: ROC-AUC, PR-AUC, top-1 with their intervals (users
+    resampled), precision/recall at the correction threshold (``config.correct.threshold``)
+    and a calibration table; and, under ``paired``, the difference of each pair of
+    :func:`paired_comparisons` with its paired interval."""
     from llm4dsr.scores import split_thresholds
     from llm4dsr.units import item_table
 
+    resamples, level = intervals_cfg["resamples"], intervals_cfg["level"]
+    everything = item_table(units)
+    weights = {}  # split -> (row index of (unit, idx), [B, rows] user multiplicities)
+    for split in names.SPLITS:
+        part = everything[everything["split"] == split]
+        index = pd.Series(np.arange(len(part)), index=pd.MultiIndex.from_arrays([part["unit"], part["idx"]]))
+        weights[split] = (index, intervals.user_weights(part["user"].to_numpy(), resamples, seed, f"detection-{split}"))
+
+    def rows(split: str, items: pd.DataFrame) -> np.ndarray:
+        return weights[split][0].loc[list(zip(items["unit"], items["idx"]))].to_numpy()
+
     report: dict = {}
+    tables = {}
     for name, table in sorted(scores.items()):
         items = item_table(units, table, name=f"scores/{name}.parquet")
+        tables[name] = items
         cuts = split_thresholds(items, threshold)
         report[name] = {}
-        for split in SPLITS:
+        for split in names.SPLITS:
             part = items[items["split"] == split]
             out = detection_metrics(part, cuts.get(split))
             out["units_unscored"] = int((units["split"] == split).sum()) - out["units"]
+            out["users"] = int(part["user"].nunique())
+            reps = _replicates(part, weights[split][1][:, rows(split, part)])
+            for metric, values in reps.items():
+                out[f"{metric}_ci"] = intervals.interval(values, level) if out[metric] is not None else None
             report[name][split] = out
+    report["paired"] = {}
+    for a, b in paired_comparisons(list(tables)):
+        report["paired"][f"{a} - {b}"] = {}
+        for split in names.SPLITS:
+            pa, pb = (tables[d][tables[d]["split"] == split] for d in (a, b))
+            both = pa.merge(pb[["unit", "idx"]], on=["unit", "idx"])  # the items both scored
+            pb = pb.merge(both[["unit", "idx"]], on=["unit", "idx"])
+            w = weights[split][1][:, rows(split, both)]
+            ra, rb = _replicates(both, w), _replicates(pb, w)
+            ma, mb = detection_metrics(both, None), detection_metrics(pb, None)
+            report["paired"][f"{a} - {b}"][split] = {
+                metric: {"diff": None if ma[metric] is None or mb[metric] is None else ma[metric] - mb[metric],
+                         "ci": None if ma[metric] is None or mb[metric] is None
+                         else intervals.interval(ra[metric] - rb[metric], level)}
+                for metric in ra}
     return report
 
 
-def run_detection(units_path, score_paths: list, detectors: list[str], threshold: dict, out_path) -> dict:
+def _replicates(items: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Bootstrap replicates of ROC-AUC, PR-AUC and top-1 of ``items`` (item_table rows,
+    sorted by unit and idx) under ``weights`` [B, rows] (users resampled)."""
+    if items.empty:
+        return {m: np.full(len(weights), np.nan) for m in ("roc_auc", "pr_auc", "top1")}
+    y, p = items["noise"].to_numpy(), items["prob"].to_numpy()
+    hits = _unit_hits(items)
+    first_row = np.flatnonzero(np.r_[True, items["unit"].to_numpy()[1:] != items["unit"].to_numpy()[:-1]])
+    unit_weights = weights[:, first_row]  # a unit's items share its user's weight
+    has_noise = items["unit"].iloc[first_row].isin(hits.index).to_numpy()
+    hit = items["unit"].iloc[first_row].map(hits).to_numpy(dtype=float)
+    return {"roc_auc": intervals.roc_auc(y, p, weights),
+            "pr_auc": intervals.average_precision(y, p, weights),
+            "top1": intervals.weighted_mean(hit[has_noise], unit_weights[:, has_noise])}
+
+
+def run_detection(units_path, score_paths: list, detectors: list[str], threshold: dict, intervals_cfg: dict,
+                  seed: int, out_path) -> dict:
     """The workflow step of rule detection_metrics: detection.json for every detector."""
     from llm4dsr.io import read_parquet, write_json
     from llm4dsr.scores import read_scores
 
-    report = detection_report(read_parquet(units_path), read_scores(score_paths, detectors), threshold)
+    report = detection_report(read_parquet(units_path), read_scores(score_paths, detectors), threshold,
+                              intervals_cfg, seed)
     for name, splits in report.items():
-        log.info("%s: %s", name, {s: (m["roc_auc"], m["top1"]) for s, m in splits.items()})
+        if name != "paired":
+            log.info("%s: %s", name, {s: (m["roc_auc"], m["roc_auc_ci"], m["users"]) for s, m in splits.items()})
     write_json(report, out_path)
     return report
 
@@ -97,13 +164,18 @@ def detection_metrics(items: pd.DataFrame, threshold: float | None) -> dict:
     return out
 
 
-def _top1(items: pd.DataFrame) -> dict:
-    """Share of units holding noise whose most suspicious item is noise; a tie among k
-    items counts as a random pick (noise items among them / k), so ties earn no credit."""
+def _unit_hits(items: pd.DataFrame) -> pd.Series:
+    """Per unit holding noise: 1 if its most suspicious item is noise; a tie among k items
+    counts as a random pick (noise items among them / k), so ties earn no credit."""
     top = items[items["prob"] == items.groupby("unit")["prob"].transform("max")]
     per_unit = top.groupby("unit")["noise"].mean()
     has_noise = items.groupby("unit")["noise"].max() > 0
-    hit = per_unit[has_noise[has_noise].index]
+    return per_unit[has_noise[has_noise].index]
+
+
+def _top1(items: pd.DataFrame) -> dict:
+    """Share of units holding noise whose most suspicious item is noise (ties: a random pick)."""
+    hit = _unit_hits(items)
     return {"top1": float(hit.mean()) if len(hit) else None, "top1_units": len(hit)}
 
 

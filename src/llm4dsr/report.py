@@ -58,14 +58,16 @@ def flat_files(files: dict) -> dict[str, str | list[str]]:
     return {key: value if isinstance(value, str) else leaves(value) for key, value in files.items()}
 
 
-def to_html(notebook: str | Path) -> str:
-    """The executed notebook as one self-contained HTML page."""
+def to_html(notebook: str | Path, code: bool = False) -> str:
+    """The executed notebook as one self-contained HTML page: text, tables and figures
+    only, or (``code``) with every code cell too."""
     import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
+    hide = {} if code else {"exclude_input": True, "exclude_input_prompt": True, "exclude_output_prompt": True}
     exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"offline.j2": OFFLINE_TEMPLATE})],
-                            template_file="offline.j2", embed_images=True)
+                            template_file="offline.j2", embed_images=True, **hide)
     html, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
     check_offline(html, str(notebook))
     return html
@@ -79,8 +81,10 @@ def check_offline(html: str, name: str = "report.html") -> None:
 
 
 def run(notebook: str | Path, out_notebook: str | Path, out_html: str | Path, parameters: Mapping[str, Any],
-        figures_dir: str | Path, kernel: str = "python3", cwd: str | Path | None = None) -> None:
-    """Execute ``notebook`` with ``parameters`` (plus figures_dir), write it and its HTML.
+        figures_dir: str | Path, kernel: str = "python3", cwd: str | Path | None = None,
+        out_code_html: str | Path | None = None) -> None:
+    """Execute ``notebook`` with ``parameters`` (plus figures_dir), write it and its HTML
+    (for readers: no code), and, with ``out_code_html``, the HTML with the code.
 
     A failing cell raises papermill's PapermillExecutionError after the partly executed
     notebook is written to ``out_notebook``, so the traceback can be read there.
@@ -98,4 +102,6 @@ def run(notebook: str | Path, out_notebook: str | Path, out_html: str | Path, pa
     pm.execute_notebook(str(notebook), str(out_notebook), parameters=params, kernel_name=kernel,
                         cwd=str(cwd) if cwd else None, progress_bar=False, log_output=False)
     write_text(to_html(out_notebook), out_html)
+    if out_code_html:
+        write_text(to_html(out_notebook, code=True), out_code_html)
     log.info("wrote %s, %s and %d figures", out_notebook, out_html, len(list(figures_dir.glob("*.png"))))

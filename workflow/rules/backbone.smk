@@ -1,6 +1,7 @@
 # Backbone stage: SASRec, GRU4Rec and Caser trained on each condition's windows
-# (model selection on valid only, one final test evaluation), and the results table
-# of each noise setting (mean ± std over seeds, gain over `noisy`).
+# (model selection on valid only, one final test evaluation; every seed in one job),
+# and the results table of each noise setting (means with intervals, paired
+# differences against `noisy` and `clean`).
 
 rule clean_windows:
     input:
@@ -24,17 +25,24 @@ rule backbone:
         windows=condition_windows,
         catalogue="results/{dataset}/data/items.parquet",
     output:
-        "results/{dataset}/{noise}/backbone/{model}/{condition}/seed{seed}.json",
+        runs=expand(
+            "results/{{dataset}}/{{noise}}/backbone/{{model}}/{{condition}}/seed{seed}.json",
+            seed=config["backbone"]["seeds"],
+        ),
+        ranks=expand(
+            "results/{{dataset}}/{{noise}}/backbone/{{model}}/{{condition}}/seed{seed}.ranks.parquet",
+            seed=config["backbone"]["seeds"],
+        ),
     wildcard_constraints:
         model=names.pattern(config["backbone"]["models"]),
         condition=BACKBONE_CONDITIONS,  # configured conditions + threshold sweep (common.smk)
-        seed=r"\d+",
     log:
-        "logs/backbone/{dataset}/{noise}/{model}/{condition}/seed{seed}.log",
+        "logs/backbone/{dataset}/{noise}/{model}/{condition}.log",
     benchmark:
-        "results/benchmarks/backbone/{dataset}/{noise}/{model}/{condition}/seed{seed}.tsv"
+        "results/benchmarks/backbone/{dataset}/{noise}/{model}/{condition}.tsv"
     params:
         backbone=config["backbone"],
+        seeds=config["backbone"]["seeds"],
         max_len=config["window"]["max_history"],
     # One thread: these models are tiny, and two single-threaded runs side by side
     # beat one two-threaded run several times over (benchmarks/backbone_throughput.py).
@@ -50,7 +58,7 @@ rule backbone:
 
 rule backbone_table:
     input:
-        backbone_results,
+        unpack(backbone_results),
     output:
         csv=report(
             "results/{dataset}/{noise}/results.csv",
@@ -61,6 +69,9 @@ rule backbone_table:
         md="results/{dataset}/{noise}/results.md",
     log:
         "logs/backbone_table/{dataset}/{noise}.log",
+    params:
+        intervals=config["intervals"],
+        seed=config["seed"],
     threads: 1
     resources:
         mem_mb=1000,

@@ -112,15 +112,16 @@ def condition_windows(wildcards):
     return f"{base}/correct/{wildcards.condition}/windows.parquet"  # clean: rule clean_windows
 
 
+def _runs(wildcards, models, conditions):
+    """The backbone runs of a results table: each seed's JSON and its test ranks."""
+    base = f"results/{wildcards.dataset}/{wildcards.noise}/backbone"
+    runs = expand(f"{base}/{{model}}/{{condition}}/seed{{seed}}.json", model=models, condition=conditions,
+                  seed=config["backbone"]["seeds"])
+    return {"runs": runs, "ranks": [r.replace(".json", ".ranks.parquet") for r in runs]}
+
+
 def backbone_results(wildcards):
-    return expand(
-        "results/{dataset}/{noise}/backbone/{model}/{condition}/seed{seed}.json",
-        dataset=wildcards.dataset,
-        noise=wildcards.noise,
-        model=config["backbone"]["models"],
-        condition=config["backbone"]["conditions"],
-        seed=config["backbone"]["seeds"],
-    )
+    return _runs(wildcards, config["backbone"]["models"], config["backbone"]["conditions"])
 
 
 def backbone_tables():
@@ -141,14 +142,7 @@ def sweep_correct(wildcards):
 
 def sweep_results(wildcards):
     """The sweep's backbone runs, with `noisy` as the table's reference."""
-    return expand(
-        "results/{dataset}/{noise}/backbone/{model}/{condition}/seed{seed}.json",
-        dataset=wildcards.dataset,
-        noise=wildcards.noise,
-        model=REPORT["sweep_models"],
-        condition=["noisy", *SWEEP_CONDITIONS],
-        seed=config["backbone"]["seeds"],
-    )
+    return _runs(wildcards, REPORT["sweep_models"], ["noisy", *SWEEP_CONDITIONS])
 
 
 def report_files(wildcards):

@@ -108,6 +108,8 @@ rule detection_metrics:
     params:
         names=detection_detectors(),
         threshold=config["correct"]["threshold"],
+        intervals=config["intervals"],
+        seed=config["seed"],
     threads: 1
     resources:
         mem_mb=2000,

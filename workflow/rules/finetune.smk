@@ -21,6 +21,7 @@ rule finetune:
         finetune=config["finetune"],
         llm=config["llm"],
         seed=config["seed"],
+        intervals=config["intervals"],
     priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: config["llm"]["threads"]
     resources:

@@ -23,7 +23,7 @@ use rule correct as correct_sweep with:
 
 use rule backbone_table as sweep_table with:
     input:
-        sweep_results,
+        unpack(sweep_results),
     output:
         csv=report(
             "results/{dataset}/{noise}/sweep.csv",
@@ -47,6 +47,7 @@ rule report:
             category="Report",
             subcategory="{dataset}",
         ),
+        code_html="results/{dataset}/report/report_code.html",
         figures=report(
             directory("results/{dataset}/report/figures"),
             patterns=["{name}.png"],

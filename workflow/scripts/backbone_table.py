@@ -3,4 +3,5 @@ from llm4dsr import logs
 from llm4dsr.backbones import results
 
 with logs.rule_log(snakemake.log[0]):
-    results.aggregate(snakemake.input, snakemake.output.csv, snakemake.output.md)
+    results.aggregate(snakemake.input.runs, snakemake.output.csv, snakemake.output.md, snakemake.params.intervals,
+                      snakemake.params.seed)

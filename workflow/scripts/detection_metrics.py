@@ -2,5 +2,6 @@
 from llm4dsr import logs, metrics
 
 with logs.rule_log(snakemake.log[0]):
-    metrics.run_detection(snakemake.input.units, list(snakemake.input.scores), snakemake.params.names,
-                          snakemake.params.threshold, snakemake.output[0])
+    params = snakemake.params
+    metrics.run_detection(snakemake.input.units, list(snakemake.input.scores), params.names, params.threshold,
+                          params.intervals, params.seed, snakemake.output[0])

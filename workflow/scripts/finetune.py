@@ -5,4 +5,4 @@ with logs.rule_log(snakemake.log[0]):
     finetune.run(snakemake.input.windows, snakemake.input.catalogue, snakemake.input.selfsup_units,
                  snakemake.params.llm, snakemake.params.finetune, snakemake.params.seed,
                  out_dir=snakemake.output.adapter.rsplit("/", 1)[0],
-                 threads=snakemake.threads)
+                 threads=snakemake.threads, intervals_cfg=snakemake.params.intervals)

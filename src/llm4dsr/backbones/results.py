@@ -1,65 +1,158 @@
-"""The results table of a noise setting: backbone test metrics over seeds, by condition."""
+"""The results table of a noise setting: backbone test metrics by condition, with intervals.
+
+Each run (model, condition, seed) leaves the rank of every test window's target. A
+condition's metric is the mean over seeds and test windows of the per-window metric;
+its interval comes from a bootstrap that resamples seeds and, independently, users
+(the unit of independence: a user's test windows are drawn together). Conditions of
+a model share their test windows and seeds, so a difference between two conditions has
+a paired interval, drawn with the same replicates: each condition minus ``noisy`` (what
+the correction does) and ``clean`` minus each condition (what remains of the noise).
+A difference is a finding only when its interval excludes 0; the Markdown marks those.
+"""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
-from ..io import Llm4dsrError, atomic_path, read_json, write_text
+from .. import intervals
+from ..io import Llm4dsrError, atomic_path, read_json, read_parquet, write_text
+from ..noise import rng_for
+from .trainer import ranks_path
 
-def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path,
-              baseline: str = "noisy") -> pd.DataFrame:
-    """Mean and sample std over seeds of each (model, condition), with the relative gain
-    (in %) of the mean over the ``baseline`` condition of the same model.
+BASELINE, ORACLE = "noisy", "clean"
+SHOWN = ("ndcg@10", "hr@10")  # the paired differences the Markdown table shows
 
-    Rows keep the order in which (model, condition) first appear in ``json_paths``.
-    """
+
+def per_window(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """A metric of each window from its target's rank: hr@K or ndcg@K."""
+    kind, k = metric.split("@")
+    hit = ranks <= int(k)
+    return hit.astype(float) if kind == "hr" else np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
+def _read_runs(json_paths: Iterable[str | Path], csv_path) -> pd.DataFrame:
     records = []
     for p in json_paths:
         r = read_json(p)
         missing = [k for k in ("model", "condition", "seed", "test") if k not in r]
         if missing:
             raise Llm4dsrError(f"{p}: missing key(s) {', '.join(missing)}")
-        records.append({"model": r["model"], "condition": r["condition"], "seed": r["seed"],
-                        **r["test"], "best_epoch": r.get("best_epoch"), "train_seconds": r.get("train_seconds")})
+        ranks = read_parquet(ranks_path(p), ["window", "user", "rank"]).sort_values("window", kind="stable")
+        records.append({"model": r["model"], "condition": r["condition"], "seed": r["seed"], **r["test"],
+                        "best_epoch": r.get("best_epoch"), "train_seconds": r.get("train_seconds"),
+                        "ranks": ranks, "path": str(p)})
     if not records:
         raise Llm4dsrError(f"{csv_path}: no backbone results to aggregate")
     df = pd.DataFrame(records)
     if df.duplicated(["model", "condition", "seed"]).any():
         raise Llm4dsrError(f"{csv_path}: duplicate (model, condition, seed) among the inputs")
+    return df
+
+
+def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path, intervals_cfg: dict,
+              seed: int) -> pd.DataFrame:
+    """results.csv / results.md of one noise setting (docs/outputs.md).
+
+    Rows keep the order in which (model, condition) first appear in ``json_paths``.
+    """
+    df = _read_runs(json_paths, csv_path)
     metrics = sorted((c for c in df.columns if "@" in c), key=lambda c: (c.split("@")[0], int(c.split("@")[1])))
-    g = df.groupby(["model", "condition"], sort=False)
-    table = g.size().rename("seeds").to_frame()
-    for m in metrics:
-        table[f"{m}_mean"] = g[m].mean()
-        table[f"{m}_std"] = g[m].std(ddof=1)
-    models = table.index.get_level_values("model")
-    for m in metrics:
-        base = {mod: v for (mod, cond), v in table[f"{m}_mean"].items() if cond == baseline}
-        table[f"{m}_gain_pct"] = 100 * (table[f"{m}_mean"] / models.map(lambda x: base.get(x, math.nan)) - 1)
-    table["best_epoch_mean"] = g["best_epoch"].mean()
-    table["train_seconds_mean"] = g["train_seconds"].mean()
-    table = table.reset_index()
+    rows = []
+    for model, runs in df.groupby("model", sort=False):
+        rows += _model_rows(model, runs, metrics, intervals_cfg, seed, csv_path)
+    table = pd.DataFrame(rows)
     with atomic_path(csv_path) as tmp:
         table.round(6).to_csv(tmp, index=False)
-    write_text(_markdown(table, metrics, baseline), md_path)
+    write_text(_markdown(table, metrics, intervals_cfg["level"]), md_path)
     return table
 
 
-def _markdown(table: pd.DataFrame, metrics: list[str], baseline: str) -> str:
+def _model_rows(model: str, runs: pd.DataFrame, metrics: list[str], intervals_cfg: dict, seed: int,
+                csv_path) -> list[dict]:
+    """One row per condition of ``model``: means, intervals and paired differences."""
+    seeds = sorted(runs["seed"].unique())
+    conditions = list(dict.fromkeys(runs["condition"]))
+    first = runs.iloc[0]["ranks"]
+    windows, users = first["window"].to_numpy(), first["user"].to_numpy()
+    values: dict[str, dict[str, np.ndarray]] = {}  # condition -> metric -> [seeds, windows]
+    for condition in conditions:
+        part = runs[runs["condition"] == condition].set_index("seed")
+        if sorted(part.index) != seeds:
+            raise Llm4dsrError(f"{csv_path}: {model}/{condition} has seeds {sorted(part.index)}, others {seeds}")
+        for s in seeds:
+            if not np.array_equal(part.at[s, "ranks"]["window"].to_numpy(), windows):
+                raise Llm4dsrError(f"{part.at[s, 'path']}: its test windows differ from those of the other runs")
+        r = np.stack([part.at[s, "ranks"]["rank"].to_numpy(dtype=float) for s in seeds])
+        values[condition] = {m: per_window(r, m) for m in metrics}
+
+    resamples, level = intervals_cfg["resamples"], intervals_cfg["level"]
+    window_w = intervals.user_weights(users, resamples, seed, f"backbone-{model}")
+    counts = rng_for(seed, f"backbone-seeds-{model}").multinomial(len(seeds), np.full(len(seeds), 1 / len(seeds)),
+                                                                  size=resamples).astype(float)
+
+    def replicates(v: np.ndarray) -> np.ndarray:  # [seeds, windows] -> [resamples]
+        return ((counts @ v) * window_w).sum(axis=1) / (len(seeds) * window_w.sum(axis=1))
+
+    out = []
+    for condition in conditions:
+        part = runs[runs["condition"] == condition]
+        row = {"model": model, "condition": condition, "seeds": len(seeds), "n_test": len(windows),
+               "test_users": int(len(np.unique(users)))}
+        for m in metrics:
+            v = values[condition][m]
+            row[f"{m}_mean"] = float(v.mean())
+            row[f"{m}_std"] = float(v.mean(axis=1).std(ddof=1)) if len(seeds) > 1 else math.nan
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = intervals.interval(replicates(v), level)
+            for name, a, b in ((f"{m}_diff_{BASELINE}", condition, BASELINE), (f"{m}_gap_{ORACLE}", ORACLE, condition)):
+                if a in values and b in values and a != b:
+                    row[name] = float(values[a][m].mean() - values[b][m].mean())
+                    row[f"{name}_ci_low"], row[f"{name}_ci_high"] = intervals.interval(
+                        replicates(values[a][m] - values[b][m]), level)
+            if BASELINE in values:
+                base = values[BASELINE][m].mean()
+                row[f"{m}_gain_pct"] = 100 * (row[f"{m}_mean"] / base - 1) if base else math.nan
+        row["best_epoch_mean"] = float(part["best_epoch"].mean())
+        row["train_seconds_mean"] = float(part["train_seconds"].mean())
+        out.append(row)
+    return out
+
+
+def excludes_zero(row: pd.Series, name: str) -> bool:
+    """Whether the interval of difference ``name`` lies wholly on one side of 0."""
+    lo, hi = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
+    return bool(pd.notna(lo) and pd.notna(hi) and (lo > 0 or hi < 0))
+
+
+def _diff_cell(row: pd.Series, name: str) -> str:
+    if pd.isna(row.get(name)):
+        return ""
+    cell = f"{row[name]:+.4f} [{row[f'{name}_ci_low']:+.4f}, {row[f'{name}_ci_high']:+.4f}]"
+    return f"**{cell}**" if excludes_zero(row, name) else cell
+
+
+def _markdown(table: pd.DataFrame, metrics: list[str], level: float) -> str:
+    pct = f"{100 * level:g}%"
+    users = ", ".join(f"{m}: {n} test windows, {u} users" for m, n, u in
+                      table.groupby("model", sort=False)[["n_test", "test_users"]].first().itertuples())
     head = ["model", "condition", "seeds", *(m.upper() for m in metrics)]
-    lines = [f"Test metrics, mean ± std over seeds; in brackets the change of the mean relative to `{baseline}`.",
+    lines = [f"Test metrics: mean over seeds and test windows [{pct} interval; seeds and users resampled] ({users}).",
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [r["model"], r["condition"], str(r["seeds"])]
-        for m in metrics:
-            cell = f"{r[f'{m}_mean']:.4f}"
-            if not math.isnan(r[f"{m}_std"]):
-                cell += f" ± {r[f'{m}_std']:.4f}"
-            if r["condition"] != baseline and math.isfinite(r[f"{m}_gain_pct"]):
-                cell += f" ({r[f'{m}_gain_pct']:+.1f}%)"
-            cells.append(cell)
+        cells += [f"{r[f'{m}_mean']:.4f} [{r[f'{m}_ci_low']:.4f}, {r[f'{m}_ci_high']:.4f}]" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
+    shown = [m for m in SHOWN if m in metrics] or metrics[:1]
+    cols = [(f"{m}_diff_{BASELINE}", f"{m.upper()} minus {BASELINE}") for m in shown]
+    cols += [(f"{m}_gap_{ORACLE}", f"{ORACLE} minus it, {m.upper()}") for m in shown]
+    cols = [(c, title) for c, title in cols if c in table]
+    if cols:
+        lines += ["", f"Paired differences on the same test windows and seeds [{pct} interval]. **Bold**: the "
+                  "interval excludes 0 (a finding); otherwise the study cannot tell the two apart at this size.",
+                  "", "| model | condition | " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * (len(cols) + 2)]
+        for _, r in table.iterrows():
+            lines.append(f"| {r['model']} | {r['condition']} | " + " | ".join(_diff_cell(r, c) for c, _ in cols) + " |")
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..io import Llm4dsrError, read_catalogue, read_parquet, write_json
+from ..io import Llm4dsrError, read_catalogue, read_parquet, write_json, write_parquet
 from ..metrics import metrics_from_ranks, target_ranks
 from . import SequentialRecommender, build
 
@@ -52,7 +52,7 @@ class Fit:
 
 def load_split(path: str | Path, split: str) -> pd.DataFrame:
     """The windows of one split from a windows.parquet (docs/outputs.md)."""
-    df = read_parquet(path, columns=["split", "history", "target"])
+    df = read_parquet(path, columns=["window", "user", "split", "history", "target"])
     return df[df["split"] == split].reset_index(drop=True)
 
 
@@ -71,13 +71,22 @@ def to_tensors(windows: pd.DataFrame, n_items: int, max_len: int, source: str | 
 
 
 @torch.no_grad()
-def evaluate(model: SequentialRecommender, data: Windows, ks: Iterable[int]) -> dict[str, float]:
-    """HR@K and NDCG@K of the targets under a full ranking over all items."""
+def ranks(model: SequentialRecommender, data: Windows) -> torch.Tensor:
+    """Each target's 1-based rank under a full ranking over all items."""
     model.eval()
     device = next(model.parameters()).device
-    ranks = [target_ranks(model(h.to(device)), t.to(device)).cpu()
-             for h, t in zip(data.history.split(EVAL_BATCH), data.target.split(EVAL_BATCH))]
-    return metrics_from_ranks(torch.cat(ranks), ks)
+    return torch.cat([target_ranks(model(h.to(device)), t.to(device)).cpu()
+                      for h, t in zip(data.history.split(EVAL_BATCH), data.target.split(EVAL_BATCH))])
+
+
+def evaluate(model: SequentialRecommender, data: Windows, ks: Iterable[int]) -> dict[str, float]:
+    """HR@K and NDCG@K of the targets under a full ranking over all items."""
+    return metrics_from_ranks(ranks(model, data), ks)
+
+
+def ranks_path(json_path: str | Path) -> Path:
+    """Where a run's per-window test ranks lie: seed{s}.json -> seed{s}.ranks.parquet."""
+    return Path(json_path).with_suffix(".ranks.parquet")
 
 
 def fit(model_name: str, n_items: int, train: Windows, valid: Windows, cfg: Mapping[str, Any],
@@ -126,7 +135,9 @@ def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, 
     """One backbone run: fit on train/valid, then read and score the test windows once.
 
     Writes ``out_path`` (JSON): test and valid metrics, best epoch, epochs run, train
-    seconds, sequences/s, plus ``meta`` (dataset, noise, condition).
+    seconds, sequences/s, plus ``meta`` (dataset, noise, condition); and beside it the
+    rank of every test window's target (:func:`ranks_path`), which the results table
+    resamples for its intervals.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -138,17 +149,32 @@ def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, 
     log.info("%s: %d train, %d valid windows, %d items", windows_path, len(train.target), len(valid.target), n_items)
     result = fit(model_name, n_items, train, valid, cfg, seed, max_len, device)
     # The test split is read only now, after model selection is final.
-    test = to_tensors(load_split(windows_path, "test"), n_items, max_len, windows_path)
+    test_windows = load_split(windows_path, "test")
+    test = to_tensors(test_windows, n_items, max_len, windows_path)
     if not len(test.target):
         raise Llm4dsrError(f"{windows_path}: no test windows")
+    test_ranks = ranks(result.model, test)
     out = {**(meta or {}), "model": model_name, "seed": seed, "n_items": n_items,
            "n_train": len(train.target), "n_valid": len(valid.target), "n_test": len(test.target),
-           "test": evaluate(result.model, test, cfg["ks"]),
+           "test_users": int(test_windows["user"].nunique()),
+           "test": metrics_from_ranks(test_ranks, cfg["ks"]),
            "valid": result.valid,
            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
            "train_seconds": round(result.train_seconds, 3),
            "sequences_per_s": round(result.sequences_per_s, 1),
            "device": str(next(result.model.parameters()).device)}
     log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items()))
+    write_parquet(pd.DataFrame({"window": test_windows["window"].to_numpy(np.int64),
+                                "user": test_windows["user"].to_numpy(np.int64),
+                                "rank": test_ranks.numpy().astype(np.int64)}), ranks_path(out_path))
     write_json(out, out_path)
     return out
+
+
+def run_seeds(windows_path: str | Path, items_path: str | Path, out_paths: list, model_name: str,
+              cfg: Mapping[str, Any], seeds: list[int], max_len: int = 10, threads: int | None = None,
+              meta: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """:func:`run` for every seed in one process (the tiny models train in seconds; the
+    interpreter and torch would otherwise start once per seed)."""
+    return [run(windows_path, items_path, out, model_name, cfg, seed, max_len, threads, meta)
+            for out, seed in zip(out_paths, seeds, strict=True)]

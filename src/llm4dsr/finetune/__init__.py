@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dict, seed: int,
-        out_dir, threads: int | None = None) -> dict:
+        out_dir, threads: int | None = None, intervals_cfg: dict | None = None) -> dict:
     """The workflow step of rule finetune: build the examples, LoRA-train the base model.
-    ``llm_cfg`` and ``ft_cfg`` are the config's validated `llm` and `finetune` sections."""
+    ``llm_cfg``, ``ft_cfg`` and ``intervals_cfg`` are the config's validated `llm`,
+    `finetune` and `intervals` sections."""
     from ..llm import load_torch, resolve
 
     out_dir = Path(out_dir)
@@ -44,7 +45,7 @@ def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dic
                    batch_size=ft_cfg["batch_size"], lr=ft_cfg["lr"], cutoff=ft_cfg["cutoff"], seed=seed,
                    checkpoint_every=ft_cfg["checkpoint_every"], threads=threads, objective=ft_cfg["objective"],
                    heldout=held[: ft_cfg["curve_examples"]], eval_every=ft_cfg["eval_every"],
-                   micro_batch_size=ft_cfg["micro_batch_size"])
+                   micro_batch_size=ft_cfg["micro_batch_size"], intervals_cfg=intervals_cfg)
     log.info("LoRA: %d steps, loss %.4f -> %.4f", result["steps"], result["first_loss"] or float("nan"),
              result["last_loss"] or float("nan"))
     return result

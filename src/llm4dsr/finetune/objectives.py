@@ -174,9 +174,12 @@ def candidate_logliks(peft_model, packed: list[dict], pad_id, batch_size: int = 
     return out
 
 
-def heldout_metrics(peft_model, packed: list[dict], pad_id, batch_size: int = 8) -> dict:
+def heldout_metrics(peft_model, packed: list[dict], pad_id, batch_size: int = 8, intervals_cfg: dict | None = None,
+                    seed: int = 0) -> dict:
     """Top-1 and ROC-AUC of the full-title scores on held-out self-supervised examples,
-    by the study's detection metric code."""
+    by the study's detection metric code; with ``intervals_cfg`` (config `intervals`),
+    the ROC-AUC's interval too (examples resampled)."""
+    from .. import intervals
     from ..metrics import detection_metrics
     from ..scores import softmax
 
@@ -185,4 +188,9 @@ def heldout_metrics(peft_model, packed: list[dict], pad_id, batch_size: int = 8)
                           "noise": [int(j == ex["noise"]) for ex, p in zip(packed, probs) for j in range(len(p))],
                           "prob": np.concatenate(probs)})
     m = detection_metrics(items, None)
-    return {"top1": m["top1"], "roc_auc": m["roc_auc"], "examples": len(packed)}
+    ci = [None, None]
+    if intervals_cfg:
+        weights = intervals.user_weights(items["unit"].to_numpy(), intervals_cfg["resamples"], seed, "learning-curve")
+        ci = intervals.interval(intervals.roc_auc(items["noise"], items["prob"], weights), intervals_cfg["level"]) or ci
+    return {"top1": m["top1"], "roc_auc": m["roc_auc"], "roc_auc_ci_low": ci[0], "roc_auc_ci_high": ci[1],
+            "examples": len(packed)}

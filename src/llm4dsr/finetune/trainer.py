@@ -55,7 +55,7 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
           lr: float, cutoff: int = 512, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
           warmup: int = 5, progress: bool = True, objective: str = "generate",
           heldout: list[dict] | None = None, eval_every: int = 0, micro_batch_size: int | None = None,
-          on_eval=None) -> dict:
+          on_eval=None, intervals_cfg: dict | None = None) -> dict:
     """LoRA-train ``model`` on ``examples``; write ``out_dir/adapter`` and ``out_dir/loss.tsv``.
 
     With ``heldout`` examples and ``eval_every`` > 0, the full-title detection quality on
@@ -106,7 +106,7 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
         log.info("resuming from %s (step %d of %d)", last, start, steps)
 
     def measure(step: int) -> None:
-        m = heldout_metrics(peft_model, held, pad) if held else {}
+        m = heldout_metrics(peft_model, held, pad, intervals_cfg=intervals_cfg, seed=seed) if held else {}
         if on_eval is not None:
             m.update(on_eval(step, peft_model))
         curve.append({"step": step, "examples_seen": step * batch_size, **m})
@@ -153,7 +153,7 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     lines = ["step\tloss\ttokens\tseconds"] + [f"{h['step']}\t{h['loss']:.6f}\t{h['tokens']}\t{h['seconds']}"
                                               for h in history]
     write_text("\n".join(lines) + "\n", out_dir / "loss.tsv")
-    columns = ["step", "examples_seen", "top1", "roc_auc", "examples"]
+    columns = ["step", "examples_seen", "top1", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "examples"]
     columns += [c for c in (curve[0] if curve else {}) if c not in columns]
     write_text(pd.DataFrame(curve, columns=columns).to_csv(sep="\t", index=False), out_dir / "learning_curve.tsv")
     return {"steps": steps, "first_loss": history[0]["loss"] if history else None,
