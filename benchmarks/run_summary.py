@@ -1,17 +1,22 @@
-"""Print, as Markdown, the measured figures of a finished workflow run (for the README):
-dataset statistics, rule wall times, the LoRA learning curve, detection quality of every
-detector per noise setting, and NDCG@10 per backbone and condition.
+"""Write docs/results.md: the measured figures of a finished workflow run, every one with
+its 95% interval (dataset statistics, rule wall times, the LoRA learning curve, detection
+quality and paired differences per noise setting, backbone metrics and paired
+differences), and the benchmark scripts' outputs found under results/.
 
-    .venv/bin/python benchmarks/run_summary.py [--results results] [--dataset ml-latest-small]
+    .venv/bin/python benchmarks/run_summary.py [--results results] [--dataset ml-latest-small] [--out docs/results.md]
 """
 from __future__ import annotations
 
 import argparse
 import glob
 import json
+import subprocess
 from pathlib import Path
 
 import pandas as pd
+
+from llm4dsr.figures import excludes_zero, interval_text, label
+from llm4dsr.io import write_text
 
 
 def rule_times(root: Path, dataset: str) -> pd.DataFrame:
@@ -21,9 +26,13 @@ def rule_times(root: Path, dataset: str) -> pd.DataFrame:
             continue
         rule = Path(path).relative_to(root / "benchmarks").parts[0]
         b = pd.read_csv(path, sep="\t")
-        rows.append({"rule": rule, "jobs": 1, "wall_s": float(b["s"].iloc[0]), "max_rss_mb": float(b["max_rss"].iloc[0])})
+        rows.append({"rule": rule, "jobs": 1, "wall_s": float(b["s"].iloc[0]), "cpu_s": float(b["cpu_time"].iloc[0]),
+                     "max_rss_mb": float(b["max_rss"].iloc[0])})
+    if not rows:
+        return pd.DataFrame()
     df = pd.DataFrame(rows)
-    return df.groupby("rule").agg(jobs=("jobs", "sum"), wall_s=("wall_s", "sum"), max_rss_mb=("max_rss_mb", "max"))
+    return df.groupby("rule").agg(jobs=("jobs", "sum"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"),
+                                  max_rss_mb=("max_rss_mb", "max"))
 
 
 def recipe_table(rows: pd.DataFrame) -> str:
@@ -37,56 +46,111 @@ def recipe_table(rows: pd.DataFrame) -> str:
     base = rows[~rows["scorer"].str.startswith("llm")].groupby(["noise", "scorer"])["roc_auc"].first()
     simple = "; ".join(f"{noise} replacements: " + ", ".join(f"{d} {v:.3f}" for d, v in base[noise].items())
                        for noise in sorted(base.index.levels[0], reverse=True))
-    return ("**Recipe search** (`benchmarks/recipe_search.py`): ROC-AUC on held-out self-supervised units from "
+    return ("## Recipe search\n\n`benchmarks/recipe_search.py`: ROC-AUC on held-out self-supervised units from "
             "train windows, one item replaced by a uniformly or a popularity-drawn item; LLM = the full-title score, "
             "LLM - prior = minus the title's likelihood after a content-free history; wall_s = the whole run, "
-            "evaluations included.\n\n" + t.round(3).to_markdown(index=False)
-            + f"\n\nSimple detectors on the same units: {simple}.")
+            "evaluations included. (Point values of one run each.)\n\n" + t.round(3).to_markdown(index=False)
+            + f"\n\nSimple detectors on the same units: {simple}.\n")
+
+
+def detection_section(base: Path, noises: list[str]) -> str:
+    out = []
+    for split in ("test", "train"):
+        rows, users = {}, {}
+        for n in noises:
+            det = json.loads((base / n / "detection.json").read_text())
+            for name, by_split in det.items():
+                m = by_split.get(split) if name != "paired" else None
+                if m and m["roc_auc"] is not None:  # None: nothing injected (rate 0.0)
+                    rows.setdefault(label(name), {})[n] = interval_text(m["roc_auc"], m["roc_auc_ci"])
+                    users[n] = m["users"]
+        if rows:
+            t = pd.DataFrame(rows).T
+            t.columns = [f"{n} ({users[n]} users)" for n in t.columns]
+            out.append(f"**ROC-AUC, {split} split** (95% interval, users resampled):\n\n{t.to_markdown()}\n")
+    pairs = {}
+    for n in noises:
+        det = json.loads((base / n / "detection.json").read_text())
+        for pair, by_split in det.get("paired", {}).items():
+            d = by_split["test"]["roc_auc"]
+            if d["diff"] is not None:
+                cell = interval_text(d["diff"], d["ci"], sign=True)
+                a, b = pair.split(" - ")
+                pairs.setdefault(f"{label(a)} minus {label(b)}", {})[n] = f"**{cell}**" if excludes_zero(d["ci"]) else cell
+    if pairs:
+        out.append("**Paired ROC-AUC differences, test split** (the same users resampled for both; **bold**: "
+                   "the interval excludes 0, a finding; otherwise the study cannot tell the two apart):\n\n"
+                   + pd.DataFrame(pairs).T.to_markdown() + "\n")
+    return "## Noise detection\n\n" + "\n".join(out)
+
+
+def backbone_section(base: Path, noises: list[str], metric: str = "ndcg@10") -> str:
+    out = [f"## Backbones\n\nTest {metric.upper()}: mean over seeds and test windows [95% interval; seeds and users "
+           "resampled]; and each condition minus `noisy` on the same windows and seeds (**bold**: the interval "
+           "excludes 0).\n"]
+    for n in noises:
+        path = base / n / "results.csv"
+        if not path.exists():
+            continue
+        r = pd.read_csv(path)
+        r["cell"] = [interval_text(x[f"{metric}_mean"], [x[f"{metric}_ci_low"], x[f"{metric}_ci_high"]], 4)
+                     for _, x in r.iterrows()]
+        diffs = []
+        for _, x in r.iterrows():
+            if pd.isna(x.get(f"{metric}_diff_noisy")):
+                diffs.append("")
+                continue
+            ci = [x[f"{metric}_diff_noisy_ci_low"], x[f"{metric}_diff_noisy_ci_high"]]
+            cell = interval_text(x[f"{metric}_diff_noisy"], ci, 4, sign=True)
+            diffs.append(f"**{cell}**" if excludes_zero(ci) else cell)
+        r["diff"] = diffs
+        t = r.pivot(index="condition", columns="model", values="cell")
+        d = r.pivot(index="condition", columns="model", values="diff").add_suffix(" minus noisy")
+        users = int(r["test_users"].max())
+        out.append(f"**{n}** ({int(r['seeds'].max())} seeds, {int(r['n_test'].max())} test windows, {users} users):\n\n"
+                   + t.join(d).to_markdown() + "\n")
+    return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results")
     ap.add_argument("--dataset", default="ml-latest-small")
+    ap.add_argument("--out", default="docs/results.md")
     args = ap.parse_args()
     root, ds = Path(args.results), args.dataset
     base = root / ds
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    parts = [f"# Measured results\n\nWritten by `benchmarks/run_summary.py` from the outputs of a workflow run "
+             f"(`{root}/{ds}`, code at commit {commit or 'unknown'}). Every figure carries its 95% interval; a "
+             "difference is called a finding only where its interval excludes 0.\n"]
     stats = json.loads((base / "data" / "stats.json").read_text())
-    print(f"**Data** ({ds}): {stats['users']} users, {stats['items']} items, {stats['interactions']} interactions; "
-          f"windows train/valid/test {stats['windows']['train']}/{stats['windows']['valid']}/{stats['windows']['test']}"
-          f" (valid and test sampled to {stats['eval_windows_kept']['valid']} each).\n")
-    print("**Rule wall times** (sum over jobs, seconds; from `results/benchmarks/`):\n")
-    print(rule_times(root, ds).round(1).to_markdown() + "\n")
-    curve = pd.read_csv(base / "finetune" / "learning_curve.tsv", sep="\t")
-    print("**Learning curve** (held-out self-supervised examples, full-title scores):\n")
-    print(curve.round(3).to_markdown(index=False) + "\n")
+    windows, kept, users = (stats.get(k, {}) for k in ("windows", "eval_windows_kept", "eval_users_kept"))
+    parts.append(f"## Data\n\n{ds}: {stats['users']} users, {stats['items']} items, {stats['interactions']} "
+                 f"interactions; windows train/valid/test {windows.get('train')}/{windows.get('valid')}/"
+                 f"{windows.get('test')}; kept for evaluation: {kept.get('valid')} valid windows "
+                 f"({users.get('valid')} users) and {kept.get('test')} test windows ({users.get('test')} users).\n")
+    times = rule_times(root, ds)
+    if not times.empty:
+        parts.append("## Rule times\n\nSum over jobs (seconds of wall time and of CPU time), from "
+                     "`results/benchmarks/`:\n\n" + times.round(1).to_markdown() + "\n")
+    curve_path = base / "finetune" / "learning_curve.tsv"
+    if curve_path.exists():
+        parts.append("## LoRA learning curve\n\nHeld-out self-supervised examples, ROC-AUC with its 95% interval "
+                     "(examples resampled):\n\n" + pd.read_csv(curve_path, sep="\t").round(3).to_markdown(index=False)
+                     + "\n")
+    noises = sorted(p.parent.name for p in base.glob("*/detection.json"))
+    parts.append(detection_section(base, noises))
+    parts.append(backbone_section(base, noises))
     recipes = sorted((root / "recipe_search").glob("*.tsv"))
     if recipes:
-        print(recipe_table(pd.concat([pd.read_csv(p, sep="\t") for p in recipes])) + "\n")
-    noises = sorted(p.parent.name for p in base.glob("*/detection.json"))
-    for split in ("train", "test"):
-        rows = []
-        for n in noises:
-            det = json.loads((base / n / "detection.json").read_text())
-            for name, by_split in det.items():
-                m = by_split.get(split)
-                if m and m["roc_auc"] is not None:  # None: nothing injected (rate 0.0)
-                    rows.append({"noise": n, "detector": name, "ROC-AUC": m["roc_auc"], "PR-AUC": m["pr_auc"],
-                                 "top-1": m["top1"]})
-        if rows:
-            t = pd.DataFrame(rows).pivot(index="detector", columns="noise", values=["ROC-AUC", "top-1"])
-            t.columns = [f"{metric} {noise}" for metric, noise in t.columns]
-            print(f"**Detection, {split} units** (ROC-AUC and top-1 per noise setting):\n")
-            print(t.round(3).to_markdown() + "\n")
-    for n in noises:
-        path = base / n / "results.csv"
-        if not path.exists():
-            continue
-        r = pd.read_csv(path)
-        r["NDCG@10"] = r.apply(lambda x: f"{x['ndcg@10_mean']:.4f} ± {x['ndcg@10_std']:.4f}", axis=1)
-        t = r.pivot(index="condition", columns="model", values="NDCG@10")
-        print(f"**Test NDCG@10, {n}** (mean ± std over {int(r['seeds'].max())} seeds):\n")
-        print(t.to_markdown() + "\n")
+        parts.append(recipe_table(pd.concat([pd.read_csv(p, sep="\t") for p in recipes])))
+    bench = root / "benchmarks" / "llm_inference.json"
+    if bench.exists():
+        parts.append("## LLM inference benchmark\n\n`benchmarks/llm_inference.py` (`results/benchmarks/"
+                     "llm_inference.json`):\n\n```json\n" + bench.read_text().strip() + "\n```\n")
+    write_text("\n".join(parts), args.out)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
