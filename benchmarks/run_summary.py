@@ -125,11 +125,11 @@ def main() -> None:
              f"(`{root}/{ds}`, code at commit {commit or 'unknown'}). Every figure carries its 95% interval; a "
              "difference is called a finding only where its interval excludes 0.\n"]
     stats = json.loads((base / "data" / "stats.json").read_text())
-    windows, kept, users = (stats.get(k, {}) for k in ("windows", "eval_windows_kept", "eval_users_kept"))
+    windows, kept, users = (stats[k] for k in ("windows", "eval_windows_kept", "eval_users_kept"))
     parts.append(f"## Data\n\n{ds}: {stats['users']} users, {stats['items']} items, {stats['interactions']} "
-                 f"interactions; windows train/valid/test {windows.get('train')}/{windows.get('valid')}/"
-                 f"{windows.get('test')}; kept for evaluation: {kept.get('valid')} valid windows "
-                 f"({users.get('valid')} users) and {kept.get('test')} test windows ({users.get('test')} users).\n")
+                 f"interactions; windows train/valid/test {windows['train']}/{windows['valid']}/{windows['test']}; "
+                 f"kept for evaluation: {kept['valid']} valid windows ({users['valid']} users) and {kept['test']} "
+                 f"test windows ({users['test']} users).\n")
     times = rule_times(root, ds)
     if not times.empty:
         parts.append("## Rule times\n\nSum over jobs (seconds of wall time and of CPU time), from "

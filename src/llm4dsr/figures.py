@@ -109,16 +109,18 @@ def save(fig, name: str, figures_dir: str | Path | None) -> None:
 
 def stats_table(stats: dict) -> pd.DataFrame:
     """stats.json as a readable two-column table (what was kept, and the evaluation's size)."""
-    rows = [("users", stats.get("users")), ("items", stats.get("items")), ("interactions", stats.get("interactions"))]
-    for split, n in stats.get("windows", {}).items():
+    part = {key: stats[key] if key in stats else {} for key in ("windows", "eval_windows_kept", "eval_users_kept",
+                                                                   "steps")}
+    rows = [(key, stats[key]) for key in ("users", "items", "interactions") if key in stats]
+    for split, n in part["windows"].items():
         rows.append((f"{split} windows", n))
-    for split, n in stats.get("eval_windows_kept", {}).items():
-        users = stats.get("eval_users_kept", {}).get(split)
+    for split, n in part["eval_windows_kept"].items():
+        users = part["eval_users_kept"][split] if split in part["eval_users_kept"] else None
         rows.append((f"{split} windows kept (distinct users)", f"{n} ({users})" if users is not None else n))
     for key in ("mean_history_length", "mean_window_history", "density"):
         if key in stats:
             rows.append((key.replace("_", " "), f"{stats[key]:.4g}"))
-    for step, counts in stats.get("steps", {}).items():
+    for step, counts in part["steps"].items():
         rows.append((f"after {step.replace('_', ' ')}",
                      f"{counts['users']} users, {counts['items']} items, {counts['interactions']} interactions"))
     return pd.DataFrame(rows, columns=["", "value"]).set_index("")
