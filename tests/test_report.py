@@ -97,3 +97,62 @@ def test_remote_scripts_are_refused():
     with pytest.raises(Llm4dsrError, match="remote script"):
         report.check_offline('<script type="module">await import("https://cdn.example.org/m.mjs")</script>')
     report.check_offline("<script>var x = 1;</script>")
+
+
+def markdown(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(o["data"]["text/markdown"] for o in outputs(nb, "display_data") if "text/markdown" in o.get("data", {}))
+
+
+def test_detection_numbers_follow_the_files(full):
+    """Guard: the report's detection table and sentences are computed from the scores in
+    the results tree (recomputed here from units.parquet and scores/*.parquet, test split)."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from llm4dsr.names import LABELS
+
+    nb, _, out = full
+    top = out.parent / "results" / "synth"
+    table = pd.read_csv(out / "detection.csv")
+    text = markdown(nb)
+    assert list(table[["noise", "detector"]].itertuples(index=False, name=None)) == \
+        [(n, d) for n in NOISES for d in report_synth.DETECTORS]
+    for noise in figures.injected(NOISES):
+        units = pd.read_parquet(top / noise / "units.parquet").set_index("unit")
+        got = {}
+        for d in report_synth.DETECTORS:
+            scores = pd.read_parquet(top / noise / "scores" / f"{d}.parquet")
+            y, p, top1 = [], [], []
+            for u, probs in zip(scores["unit"], scores["probs"]):
+                if units.at[u, "split"] != "test":
+                    continue
+                y += list(units.at[u, "noise"])
+                p += list(probs)
+                if sum(units.at[u, "noise"]):
+                    top1.append(units.at[u, "noise"][int(np.argmax(probs))])
+            got[d] = {"roc_auc": roc_auc_score(y, p), "pr_auc": average_precision_score(y, p),
+                      "top1": float(np.mean(top1)), "noise_items": sum(y)}
+            row = table[(table["noise"] == noise) & (table["detector"] == d)].iloc[0]
+            for k, v in got[d].items():
+                assert row[k] == pytest.approx(v, abs=1e-9), (noise, d, k)
+        llm, simple = "llm_full_title", ("popularity", "cooccurrence")
+        ranked = sorted(got, key=lambda d: -got[d]["roc_auc"])
+        best = max(simple, key=lambda d: got[d]["roc_auc"])
+        gap = got[llm]["roc_auc"] - got[best]["roc_auc"]
+        expected = (f"On {noise} (test split), ROC-AUC from best to worst: "
+                    + ", ".join(f"{LABELS[d]} {got[d]['roc_auc']:.3f}" for d in ranked)
+                    + f". {LABELS[llm]} is {abs(gap):.3f} {'above' if gap > 0 else 'below'} the best simple detector, "
+                    f"{LABELS[best]} (top-1 {got[llm]['top1']:.3f} against {got[best]['top1']:.3f}).")
+        assert expected in text
+    # the backbone sentences: mean ± sample std over the seed files, change of the mean
+    for noise in NOISES:
+        runs = [json.loads(p.read_text()) for p in (top / noise / "backbone").glob("*/*/seed*.json")]
+        for model in ("sasrec", "gru4rec"):
+            v = {c: [r["test"]["ndcg@10"] for r in runs if r["model"] == model and r["condition"] == c]
+                 for c in ("llm4dsr", "noisy")}
+            m, s = ({c: f(x) for c, x in v.items()} for f in (np.mean, lambda x: np.std(x, ddof=1)))
+            assert (f"{model} on {noise}: llm4dsr {m['llm4dsr']:.4f} ± {s['llm4dsr']:.4f} against noisy "
+                    f"{m['noisy']:.4f} ± {s['noisy']:.4f} ({100 * (m['llm4dsr'] / m['noisy'] - 1):+.1f}%") in text
