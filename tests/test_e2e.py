@@ -46,15 +46,17 @@ WINDOWS = ("window", "user", "split", "target_pos", "time", "history", "history_
 UNITS = ("unit", "user", "split", "window", "positions", "items", "noise")
 SCORES = ("unit", "probs", "logp")
 CHANGES = ("unit", "user", "split", "pos", "old_item", "new_item", "prob", "was_noise")
-TABLE = ("model", "condition", "seeds", "{metric}_mean", "{metric}_std", "{metric}_gain_pct", "best_epoch_mean",
-         "train_seconds_mean")
+SWEEP = ("model", "condition", "seeds", "n_test", "test_users", "{metric}_mean", "{metric}_ci_low", "{metric}_ci_high",
+         "{metric}_std", "{metric}_gain_pct", "{metric}_diff_noisy", "{metric}_diff_noisy_ci_low",
+         "{metric}_diff_noisy_ci_high", "best_epoch_mean", "train_seconds_mean")
+TABLE = (*SWEEP, "{metric}_gap_clean", "{metric}_gap_clean_ci_low", "{metric}_gap_clean_ci_high")  # clean in the table
 R = "results/{dataset}"
 OUTPUTS = [
     Output(f"{R}/data/interactions.parquet", r"data/interactions\.parquet", "parquet", ("user", "pos", "timestamp", "item")),
     Output(f"{R}/data/items.parquet", r"data/items\.parquet", "parquet", ("item", "title", "raw_id", "count")),
     Output(f"{R}/data/stats.json", r"data/stats\.json", "json",
-           ("source", "steps", "users", "items", "interactions", "windows", "eval_windows_kept", "mean_history_length",
-            "mean_window_history", "density")),
+           ("source", "steps", "users", "items", "interactions", "windows", "eval_windows_kept", "eval_users_kept",
+            "mean_history_length", "mean_window_history", "density")),
     Output(f"{R}/{{noise}}/sequences.parquet", rf"{N}/sequences\.parquet", "parquet",
            ("user", "pos", "timestamp", "item", "item_clean", "noise", "split")),
     Output(f"{R}/{{noise}}/windows.parquet", rf"{N}/windows\.parquet", "parquet", WINDOWS),
@@ -73,9 +75,9 @@ OUTPUTS = [
            f"{R}/{{noise}}/scores/{{detector}}.parquet"),
     Output(f"{R}/{{noise}}/selfsup/scores/{{detector}}.parquet", rf"{N}/selfsup/scores/\w+\.parquet", "parquet", SCORES,
            f"{R}/{{noise}}/scores/{{detector}}.parquet"),
-    Output(f"{R}/{{noise}}/detection.json", rf"{N}/detection\.json", "detection",
-           ("units", "items", "noise_items", "units_unscored", "roc_auc", "pr_auc", "top1", "top1_units", "threshold",
-            "flagged", "precision", "recall", "calibration", "ece")),
+    Output(f"{R}/{{noise}}/detection.json", rf"{N}/detection\.json", "detection",  # + "paired"
+           ("units", "users", "items", "noise_items", "units_unscored", "roc_auc", "pr_auc", "top1", "roc_auc_ci",
+            "pr_auc_ci", "top1_ci", "top1_units", "threshold", "flagged", "precision", "recall", "calibration", "ece")),
     Output(f"{R}/{{noise}}/correct/{{condition}}/windows.parquet", rf"{N}/correct/[\w.-]+/windows\.parquet", "parquet",
            WINDOWS, f"{R}/{{noise}}/windows.parquet"),
     Output(f"{R}/{{noise}}/correct/{{condition}}/changes.parquet", rf"{N}/correct/[\w.-]+/changes\.parquet", "parquet",
@@ -83,24 +85,29 @@ OUTPUTS = [
     Output(f"{R}/finetune/", r"finetune/sft_train\.jsonl", "jsonl",
            ("prompt", "response", "noise_index", "items", "original", "candidates")),
     Output(f"{R}/finetune/", r"finetune/loss\.tsv", "tsv", ("step", "loss", "tokens", "seconds")),
-    Output(f"{R}/finetune/", r"finetune/learning_curve\.tsv", "tsv", ("step", "examples_seen", "top1", "roc_auc", "examples")),
+    Output(f"{R}/finetune/", r"finetune/learning_curve\.tsv", "tsv",
+           ("step", "examples_seen", "top1", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "examples")),
     Output(f"{R}/finetune/", r"finetune/adapter/.*", "file", ("adapter/",)),
     Output(f"{R}/finetune/", r"finetune/checkpoints/.*", "file", ("checkpoints/",)),
     Output(f"{R}/export/", r"export/adapter\.gguf", "file", ("adapter.gguf",)),
     Output(f"{R}/export/", r"export/parity\.json", "json", ("model", "lora", "quant", "min_corr_required", "ok", "prompts")),
     Output(f"{R}/{{noise}}/backbone/{{model}}/{{condition}}/seed{{seed}}.json", rf"{N}/backbone/\w+/[\w.-]+/seed\d+\.json",
            "backbone", ("test", "valid", "best_epoch", "epochs_run", "train_seconds", "sequences_per_s", "n_train",
-                        "n_valid", "n_test", "n_items", "device", "dataset", "noise", "model", "condition", "seed")),
+                        "n_valid", "n_test", "test_users", "n_items", "device", "dataset", "noise", "model", "condition",
+                        "seed")),
+    Output(f"{R}/{{noise}}/backbone/{{model}}/{{condition}}/seed{{seed}}.ranks.parquet",
+           rf"{N}/backbone/\w+/[\w.-]+/seed\d+\.ranks\.parquet", "parquet", ("window", "user", "rank")),
     Output(f"{R}/{{noise}}/results.csv", rf"{N}/results\.csv", "csv", TABLE),
     Output(f"{R}/{{noise}}/results.csv", rf"{N}/results\.md", "file", ("results.md",)),
-    Output(f"{R}/{{noise}}/sweep.csv", rf"{N}/sweep\.csv", "csv", TABLE, f"{R}/{{noise}}/results.csv"),
+    Output(f"{R}/{{noise}}/sweep.csv", rf"{N}/sweep\.csv", "csv", SWEEP, f"{R}/{{noise}}/results.csv"),
     Output(f"{R}/{{noise}}/sweep.csv", rf"{N}/sweep\.md", "file", ("sweep.md",)),
-    Output(f"{R}/report/report.ipynb", r"report/report\.(ipynb|html)", "file"),
+    Output(f"{R}/report/report.ipynb", r"report/report(_code)?\.(ipynb|html)", "file"),
     Output(f"{R}/report/figures/{{name}}.png", r"report/figures/[\w.-]+\.png", "file",
            ("detection_quality", "detection_curves_{noise}", "calibration", "ndcg_bars", "threshold", "noise_rate",
             "lora_loss", "examples")),
     Output(f"{R}/report/detection.csv", r"report/detection\.csv", "csv",
-           ("noise", "detector", "roc_auc", "pr_auc", "top1", "ece", "units", "noise_items")),
+           ("noise", "detector", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "pr_auc", "pr_auc_ci_low",
+            "pr_auc_ci_high", "top1", "top1_ci_low", "top1_ci_high", "ece", "units", "users", "noise_items")),
 ]
 
 
@@ -177,8 +184,14 @@ def test_every_output_has_its_documented_columns(run):
                 assert set(data["test"]) == set(data["valid"]) == set(METRICS), rel
         elif out.kind == "detection":
             data = json.loads(path.read_text())
+            paired = data.pop("paired")
             assert set(data) == {"llm_full_title", "llm_first_token", "popularity", "cooccurrence", "combined",
                                  "combined_collab"}, rel
+            assert "llm_full_title - popularity" in paired and "combined - combined_collab" in paired, rel
+            for pair in paired.values():  # "A - B" -> split -> metric -> diff, ci
+                assert set(pair) == {"train", "valid", "test"} and all(
+                    set(m) == {"roc_auc", "pr_auc", "top1"} and all(set(v) == {"diff", "ci"} for v in m.values())
+                    for m in pair.values()), rel
             for detector, splits in data.items():
                 assert set(splits) == {"train", "valid", "test"}, (rel, detector)
                 assert all(set(m) == want for m in splits.values()), (rel, detector, set(splits["test"]) ^ want)
