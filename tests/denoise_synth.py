@@ -2,7 +2,9 @@
 
 Two disjoint item communities (items 1..half and half+1..2*half); each user draws
 from one. Noise replaces an item, with probability ``rate``, by an item of the other
-community, so a co-occurrence detector can find it. Test targets stay clean.
+community, so a co-occurrence detector can find it. As in the noise stage (noise.py),
+every split is noisy and a test window shows its target clean, while the same
+interaction stays noisy in the sequences and in later windows' histories.
 """
 from __future__ import annotations
 
@@ -26,10 +28,10 @@ def make_log(n_users: int = 40, length: int = 20, half: int = 20, rate: float = 
     windows = _windows(seq, max_history)
     split = dict(zip(zip(windows["user"], windows["target_pos"]), windows["split"]))
     seq["split"] = [split.get(k, "none") for k in zip(seq["user"], seq["pos"])]
-    # test targets stay clean, in the sequences and in every window that shows them
-    test = seq["split"] == "test"
-    seq.loc[test, "item"], seq.loc[test, "noise"] = seq.loc[test, "item_clean"], 0
-    return seq, _windows(seq, max_history, split)
+    windows = _windows(seq, max_history, split)
+    test = windows["split"] == "test"  # the label: clean, only where it is the target
+    windows.loc[test, "target"], windows.loc[test, "target_noise"] = windows.loc[test, "target_clean"], 0
+    return seq, windows
 
 
 def _windows(seq: pd.DataFrame, h: int, split: dict | None = None) -> pd.DataFrame:

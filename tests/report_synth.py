@@ -64,7 +64,8 @@ def backbone_run(path: Path, model: str, condition: str, seed: int, value: float
 
 
 def results_table(base: Path, conditions: list[str], models: list[str], rate: float, out: str) -> None:
-    """Backbone runs (quality falls with the noise rate) aggregated into {out}.csv / .md."""
+    """Backbone runs (quality falls with the noise rate) aggregated into {out}.csv / .md.
+    A run that exists already (the sweep's `noisy`) is reused, as the workflow does."""
     rng = np.random.default_rng(len(out))
     windows = pd.read_parquet(base / "windows.parquet")
     test = windows[windows["split"] == "test"]
@@ -73,7 +74,9 @@ def results_table(base: Path, conditions: list[str], models: list[str], rate: fl
         for i, cond in enumerate(conditions):
             for seed in (0, 1):
                 p = base / "backbone" / model / cond / f"seed{seed}.json"
-                backbone_run(p, model, cond, seed, 0.1 - rate * 0.2 + 0.005 * i + 0.003 * rng.normal(), test)
+                value = 0.1 - rate * 0.2 + 0.005 * i + 0.003 * rng.normal()
+                if not p.exists():
+                    backbone_run(p, model, cond, seed, value, test)
                 paths.append(p)
     aggregate(paths, base / f"{out}.csv", base / f"{out}.md", BOOT, 0)
 

@@ -136,3 +136,69 @@ def test_a_unit_showing_a_test_target_is_refused(log):
     units.at[k, "positions"] = list(units.at[k, "positions"][1:]) + [target]
     with pytest.raises(Llm4dsrError, match="shows the target"):
         correct.correct("cooccurrence", win, seq, units, N_ITEMS, CFG, seed=0, scores=cooc_scores(seq, units))
+
+
+# A hand-made case: 3 users x 9 interactions; targets at positions 1-6 are train, 7
+# valid, 8 test. With block 4, each user has train blocks of positions 0-3 and 4-6, a
+# valid unit (history 3-6) and a test unit (history 4-7). The probabilities are chosen
+# so that the thresholds fall on known values (numpy's linear interpolation):
+#  train: 21 items, 60th percentile = 13th smallest (index 12.0)            = 0.30
+#  valid: 12 items, 90th percentile = 0.1 * s[9] + 0.9 * s[10], s9 = s10 = 0.50 = 0.50
+#  test:  12 items, 90th percentile = s[9] = s[10]                            = 0.40
+# Each split holds an item exactly at its threshold: `>` leaves it, `>=` would take it.
+HAND_THRESHOLDS = {"train": 0.30, "valid": 0.50, "test": 0.40}
+HAND_PROBS = {  # (user, split, first position) -> probabilities in position order
+    (0, "train", 0): [0.90, 0.80, 0.70, 0.01],  # 3 above 0.30, cap 2: the two most probable
+    (0, "train", 4): [0.02, 0.30, 0.03],  # at the threshold: none
+    (1, "train", 0): [0.60, 0.04, 0.05, 0.06],
+    (1, "train", 4): [0.07, 0.08, 0.09],
+    (2, "train", 0): [0.55, 0.50, 0.10, 0.11],
+    (2, "train", 4): [0.45, 0.40, 0.12],
+    (0, "valid", 3): [0.90, 0.10, 0.20, 0.05],  # cap 1
+    (1, "valid", 3): [0.50, 0.15, 0.25, 0.06],  # at the threshold: none (the train percentile, 0.28, would take it)
+    (2, "valid", 3): [0.07, 0.30, 0.35, 0.50],
+    (0, "test", 4): [0.01, 0.70, 0.40, 0.02],  # cap 1
+    (1, "test", 4): [0.03, 0.04, 0.40, 0.05],
+    (2, "test", 4): [0.06, 0.07, 0.08, 0.09],  # the train percentile (0.076) would take 0.08 or 0.09
+}
+HAND_CHANGES = {(0, "train", 0): [0, 1], (1, "train", 0): [0], (2, "train", 0): [0, 1], (2, "train", 4): [4, 5],
+                (0, "valid", 3): [3], (0, "test", 4): [5]}  # -> the positions changed
+
+
+def hand_case():
+    rows, split = [], {}
+    for u in range(3):
+        for p in range(9):
+            item = 1 + (u * 9 + p) % N_ITEMS
+            rows.append((u, p, p * 100 + u, item, item, 0))
+            split[(u, p)] = "none" if p == 0 else "train" if p <= 6 else "valid" if p == 7 else "test"
+    seq = pd.DataFrame(rows, columns=["user", "pos", "timestamp", "item", "item_clean", "noise"])
+    seq["split"] = [split[k] for k in zip(seq["user"], seq["pos"])]
+    from denoise_synth import _windows
+
+    win = _windows(seq, 4, split)
+    units = make_units(seq, win, "history", 4)
+    keys = [(u, s, p[0]) for u, s, p in zip(units["user"], units["split"], units["positions"])]
+    assert sorted(keys) == sorted(HAND_PROBS)
+    probs = [HAND_PROBS[k] for k in keys]
+    scores = scores_frame(units, [np.log(p) for p in probs], probs)
+    items = item_table(units)
+    suggestions = items[["unit", "pos"]].assign(rank=0, item=items["item"] % N_ITEMS + 1)
+    return seq, win, units, scores, suggestions, dict(zip(units["unit"], keys))
+
+
+def test_exact_changes_per_unit_on_a_hand_made_case():
+    """Guards: a cap of N-1, the train percentile on valid, `>=` instead of `>`, each
+    changes the number of replacements of some unit here."""
+    seq, win, units, scores, suggestions, key = hand_case()
+    cuts = split_thresholds(item_table(units, scores), CFG["threshold"])
+    assert cuts == pytest.approx(HAND_THRESHOLDS, abs=1e-12)  # valid takes the test percentile
+    out, changes = correct.correct("llm4dsr", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores,
+                                   suggestions=suggestions)
+    got = changes.groupby("unit")["pos"].apply(list)
+    assert {key[u]: sorted(p) for u, p in got.items()} == HAND_CHANGES
+    assert (changes["new_item"] == changes["old_item"] % N_ITEMS + 1).all()
+    check_held_targets(win, out)
+    # the same positions through a detector's condition (no suggestions needed)
+    _, det = correct.correct("popularity", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores)
+    assert det[["unit", "pos"]].equals(changes[["unit", "pos"]])

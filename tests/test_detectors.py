@@ -83,3 +83,30 @@ def test_scores_format_and_registry(data):
     with pytest.raises(Llm4dsrError, match="unknown detector"):
         make_detector("oracle")
     assert isinstance(make_detector("idtransformer", seed=1, threads=1), IdTransformer)
+
+
+def poisoned(seq: pd.DataFrame) -> pd.DataFrame:
+    """The same log with every valid and test interaction replaced by another item: what a
+    detector fitted on the train period only never sees."""
+    held = ~seq["split"].isin(("train", "none"))
+    out = seq.copy()
+    out.loc[held, "item"] = (seq.loc[held, "item"] + 7) % (2 * HALF) + 1
+    assert held.sum() > 50 and (out["item"] != seq["item"]).sum() == held.sum()
+    return out
+
+
+@pytest.mark.parametrize("name", ["popularity", "cooccurrence", "idtransformer"])
+def test_detectors_see_only_the_train_period(data, name):
+    """Guard: a detector fitted on every split leaks valid/test data into the comparison.
+    Fitted on a log whose valid/test rows are poisoned, it must give the same scores."""
+    seq, _, units = data
+    kw = {"steps": 30} if name == "idtransformer" else {}
+
+    def scores(log):
+        det = make_detector(name, seed=3)
+        for k, v in kw.items():
+            setattr(det, k, v)
+        return det.fit(log, 2 * HALF).score(units)
+
+    clean, dirty = scores(seq), scores(poisoned(seq))
+    assert len(clean) == len(units) and all(np.array_equal(a, b) for a, b in zip(clean, dirty))

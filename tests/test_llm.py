@@ -10,24 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-from llm4dsr import export, prompts
+from llm4dsr import export, llm, prompts, score
 from llm4dsr.finetune import examples as ft_examples, objectives, trainer
-from llm4dsr.io import Llm4dsrError
+from llm4dsr.io import Llm4dsrError, read_parquet, write_parquet
 from llm4dsr.llm import check_gguf, load_torch, resolve
 from llm4dsr.score import LlamaScorer, score_units
 from llm4dsr.suggest import Suggester
-from tiny_llm import make_tiny_gguf
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 TITLES = {i: f"Movie {i} ({1990 + i % 20})" for i in range(1, 40)}
 TITLES.update({40: "Star Wars: Episode IV", 41: "Star Wars: Episode V", 42: 'Heat "Quoted" – Ünïcode (1995)',
                43: "Casino (1995)"})
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    path = make_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")
-    return resolve(str(path))
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +32,9 @@ def examples():
 
 
 @pytest.fixture(scope="session")
-def trained(tiny, examples, tmp_path_factory):
+def trained(tiny_torch, examples, tmp_path_factory):
     out = tmp_path_factory.mktemp("ft")
-    model, tok = load_torch(tiny)
+    model, tok = tiny_torch()
     res = trainer.train(model, tok, examples, out, lora=LORA, steps=8, batch_size=4, lr=5e-3, seed=0,
                          checkpoint_every=4, progress=False)
     return out, res
@@ -72,14 +65,14 @@ def test_lora_loss_decreases(trained):
     assert lines[0].startswith("step") and len(lines) == 9
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tiny, examples, tmp_path, monkeypatch):
+def test_resume_after_interruption_matches_uninterrupted_run(tiny_torch, examples, tmp_path, monkeypatch):
     def lora_weights(out):
         from safetensors.torch import load_file
 
         return load_file(str(out / "adapter" / "adapter_model.safetensors"))
 
     def train(out):
-        model, tok = load_torch(tiny)
+        model, tok = tiny_torch()
         return trainer.train(model, tok, examples, out, lora=LORA, steps=4, batch_size=4, lr=5e-3, seed=0,
                               checkpoint_every=2, progress=False)
 
@@ -104,21 +97,21 @@ def test_resume_after_interruption_matches_uninterrupted_run(tiny, examples, tmp
     assert steps == [1, 2, 3, 4]
 
 
-def test_a_checkpoint_of_another_recipe_is_not_resumed(tiny, examples, tmp_path):
+def test_a_checkpoint_of_another_recipe_is_not_resumed(tiny_torch, examples, tmp_path):
     """Checkpoints outlive a config change (they are not workflow outputs); one written
     with another LoRA rank must not be loaded into this run: it starts from step 0."""
-    model, tok = load_torch(tiny)
+    model, tok = tiny_torch()
     trainer.train(model, tok, examples, tmp_path, lora=LORA, steps=2, batch_size=4, lr=5e-3, seed=0,
                    checkpoint_every=2, progress=False)
-    model, tok = load_torch(tiny)
+    model, tok = tiny_torch()
     trainer.train(model, tok, examples, tmp_path, lora={**LORA, "r": 8}, steps=3, batch_size=4, lr=5e-3, seed=0,
                    checkpoint_every=2, progress=False)
     steps = [int(line.split("\t")[0]) for line in (tmp_path / "loss.tsv").read_text().splitlines()[1:]]
     assert steps == [1, 2, 3]
 
 
-def test_unknown_target_module_is_a_clear_error(tiny):
-    model, _ = load_torch(tiny)
+def test_unknown_target_module_is_a_clear_error(tiny_torch):
+    model, _ = tiny_torch()
     with pytest.raises(Llm4dsrError, match="target_modules"):
         trainer.add_lora(model, {**LORA, "target_modules": ["no_such_proj"]})
 
@@ -134,12 +127,19 @@ def test_bad_model_files(tmp_path):
         resolve(str(tmp_path / "no" / "model"))
 
 
+def shared_base(mp: pytest.MonkeyPatch, tiny_torch) -> None:
+    """export.run loads its base model with llm.load_torch: hand it a copy of the loaded one."""
+    mp.setattr(llm, "load_torch", lambda base, dtype="float32": tiny_torch())
+
+
 @pytest.fixture(scope="session")
-def exported(tiny, trained, tmp_path_factory):
+def exported(tiny, tiny_torch, trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     texts = [prompts.prompt([TITLES[i] for i in (1, 2, 3)]), prompts.prompt([TITLES[40], TITLES[42]])]
-    adapter = export.run(trained[0] / "adapter", tiny, "adapter", out / "a", [], texts)
-    merged = export.run(trained[0] / "adapter", tiny, "merged", out / "m", ["Q8_0", "Q4_K_M"], texts)
+    with pytest.MonkeyPatch.context() as mp:
+        shared_base(mp, tiny_torch)
+        adapter = export.run(trained[0] / "adapter", tiny, "adapter", out / "a", [], texts)
+        merged = export.run(trained[0] / "adapter", tiny, "merged", out / "m", ["Q8_0", "Q4_K_M"], texts)
     return out, adapter, merged
 
 
@@ -157,7 +157,8 @@ def test_merged_route_quantizes_and_matches_torch(exported):
         assert all(r["corr"] > min_corr for r in merged["quantized"][q]["prompts"])
 
 
-def test_parity_failure_is_loud_and_keeps_the_report(tiny, trained, tmp_path, monkeypatch):
+def test_parity_failure_is_loud_and_keeps_the_report(tiny, tiny_torch, trained, tmp_path, monkeypatch):
+    shared_base(monkeypatch, tiny_torch)
     monkeypatch.setattr(export, "parity", lambda *a, **k: {"ok": False, "prompts": []})
     with pytest.raises(Llm4dsrError, match="disagree"):
         export.run(trained[0] / "adapter", tiny, "adapter", tmp_path, [], ["x"])
@@ -169,11 +170,11 @@ def scorer(tiny, exported):
     return LlamaScorer(tiny.gguf_path, exported[0] / "a" / "adapter.gguf", threads=2)
 
 
-def test_full_title_matches_torch_likelihood(tiny, trained, scorer):
+def test_full_title_matches_torch_likelihood(tiny_torch, trained, scorer):
     """full_title = log-likelihood of the title's tokens after the prompt, as torch computes it."""
     from peft import PeftModel
 
-    model, tok = load_torch(tiny)
+    model, tok = tiny_torch()
     model = PeftModel.from_pretrained(model, str(trained[0] / "adapter")).eval()
     names = [TITLES[i] for i in (3, 40, 42)]
     first, full, ptoks = scorer.score(names)
@@ -223,6 +224,34 @@ def test_score_units_probabilities_and_suggestions(scorer):
         assert item not in units["items"][unit]  # ... never one already in the history
 
 
+def test_score_run_writes_each_suggestion_at_the_position_it_replaces(tiny, tmp_path):
+    """Guard: correction replaces the item at a suggestion's `pos`; that must be the
+    position of the suspect the suggestion was decoded for (the rank-th most probable
+    noise item of its unit, by the written full-title scores). Unit ids and positions
+    here are neither 0.. nor equal to the index in the unit."""
+    units = pd.DataFrame({"unit": [3, 8], "user": [0, 1], "split": ["train", "test"], "window": [-1, 5],
+                          "positions": [[4, 5, 6, 7], [10, 11, 12]], "items": [[1, 40, 42, 7], [41, 5, 43]],
+                          "noise": [[0] * 4, [0] * 3]})
+    write_parquet(units, tmp_path / "units.parquet")
+    write_parquet(pd.DataFrame({"item": list(TITLES), "title": list(TITLES.values()),
+                                "raw_id": [str(i) for i in TITLES], "count": 1}), tmp_path / "items.parquet")
+    out = {k: tmp_path / f"{k}.parquet" for k in ("first", "full", "suggestions")}
+    score.run(tmp_path / "units.parquet", tmp_path / "items.parquet", {}, model=tiny.gguf_path,
+              suggest_cfg={"top_k": 2, "decoding": "trie", "max_tokens": 20}, method="full_title",
+              out_first=out["first"], out_full=out["full"], out_suggestions=out["suggestions"],
+              out_stats=tmp_path / "stats.json", threads=2)
+    full = read_parquet(out["full"]).set_index("unit")
+    got = read_parquet(out["suggestions"]).sort_values(["unit", "rank"])
+    expected = []
+    for u, positions, items in zip(units["unit"], units["positions"], units["items"]):
+        order = np.argsort(-np.asarray(full.at[u, "logp"]), kind="stable")[:2]
+        assert len(set(np.asarray(full.at[u, "logp"])[order])) == 2  # no tie: the ranking is unambiguous
+        expected += [(u, rank, positions[k]) for rank, k in enumerate(order)]
+    assert list(got[["unit", "rank", "pos"]].itertuples(index=False, name=None)) == expected
+    by_unit = units.set_index("unit")
+    assert all(item not in by_unit.at[u, "items"] for u, item in zip(got["unit"], got["item"]))
+
+
 def test_trie_decoding_only_yields_catalogue_titles(scorer):
     sugg = Suggester(scorer, TITLES)
     for k in range(3):
@@ -237,10 +266,10 @@ def test_greedy_decoding_grounds_unknown_titles(scorer):
     assert sugg.unparsed == 1  # a random model does not write a catalogue title: counted, then grounded
 
 
-def test_packed_candidate_likelihoods_match_separate_passes(tiny, examples):
+def test_packed_candidate_likelihoods_match_separate_passes(tiny_torch, examples):
     """One packed forward pass (4D mask, restarted positions) scores every title exactly as
     a separate pass of prompt + title would."""
-    model, tok = load_torch(tiny)
+    model, tok = tiny_torch()
     peft_model = trainer.add_lora(model, LORA).eval()
     packed = objectives.tokenize_candidates(examples[:2], tok, 4096)
     with torch.no_grad():
@@ -253,8 +282,8 @@ def test_packed_candidate_likelihoods_match_separate_passes(tiny, examples):
                 assert math.isclose(sums[b, k].item(), ref, rel_tol=1e-4, abs_tol=1e-3)
 
 
-def test_candidates_objective_learns_and_writes_a_learning_curve(tiny, examples, tmp_path):
-    model, tok = load_torch(tiny)
+def test_candidates_objective_learns_and_writes_a_learning_curve(tiny_torch, examples, tmp_path):
+    model, tok = tiny_torch()
     held = [{k: ex[k] for k in ("prompt", "candidates", "noise_index")} for ex in examples[-6:]]
     # one batch holds every example, so each step sees the same data and the loss must fall
     res = trainer.train(model, tok, examples[:6], tmp_path, lora=LORA, steps=6, batch_size=6, lr=5e-3,
@@ -266,11 +295,11 @@ def test_candidates_objective_learns_and_writes_a_learning_curve(tiny, examples,
     assert curve["top1"].between(0, 1).all() and curve["roc_auc"].between(0, 1).all()
 
 
-def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny, examples, tmp_path):
+def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_torch, examples, tmp_path):
     from safetensors.torch import load_file
 
     def weights(micro):
-        model, tok = load_torch(tiny)
+        model, tok = tiny_torch()
         trainer.train(model, tok, examples[:8], tmp_path / str(micro), lora=LORA, steps=2, batch_size=4, lr=5e-3,
                        seed=0, progress=False, objective="candidates", micro_batch_size=micro)
         return load_file(str(tmp_path / str(micro) / "adapter" / "adapter_model.safetensors"))
@@ -280,6 +309,7 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny, examples, tmp
         torch.testing.assert_close(whole[k], micro[k], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # loads the real Gemma-3-270M (about a minute): pytest -m slow
 def test_gemma3_adapter_route_matches_torch(tmp_path):
     """The second offline base model: its wheel's chunks joined into one GGUF, prompts with
     Gemma's BOS token, and a LoRA on every attention projection (Gemma's q/k rows are not

@@ -11,6 +11,7 @@ from scipy.stats import chisquare
 
 from llm4dsr import config, noise
 from llm4dsr.io import Llm4dsrError, write_parquet
+from llm4dsr.names import NOISE_MODELS, SPLITS
 
 
 def _dataset(folder: Path, inter: pd.DataFrame) -> tuple[Path, Path]:
@@ -78,6 +79,23 @@ def test_noise_rate_mask_and_clean_test_targets(noise_synthetic, tmp_path):
     for w in win.sample(50, random_state=0).itertuples():
         rows = by_key.loc[[(w.user, p) for p in range(w.target_pos - len(w.history), w.target_pos)]]
         assert rows["item"].tolist() == list(w.history) and rows.noise.tolist() == list(w.history_noise)
+
+
+@pytest.mark.parametrize("model", NOISE_MODELS)
+def test_realised_rate_of_every_noise_model(noise_synthetic, tmp_path, model):
+    """Guard: each model injects the requested rate, in every split, and a noise flag
+    always means a changed item. Tolerance (the run is seeded): 3 binomial standard
+    deviations overall (0.012), so a rate 10% off (0.18 for 0.2) fails; 4 per split."""
+    rate = 0.2
+    stats, seq, _ = _run(noise_synthetic, f"{model}-{rate}", tmp_path / "out")
+    changed = (seq["item"] != seq["item_clean"]).to_numpy()
+    assert np.array_equal(changed, seq["noise"].to_numpy() == 1)
+    assert stats["interactions"]["all"]["rate"] == pytest.approx(changed.mean())
+    assert abs(changed.mean() - rate) < 3 * np.sqrt(rate * (1 - rate) / len(seq))
+    for split in SPLITS:
+        part = changed[(seq["split"] == split).to_numpy()]
+        assert len(part) > 500 and abs(part.mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / len(part)), split
+        assert stats["interactions"][split]["rate"] == pytest.approx(part.mean())
 
 
 def test_windows_are_shared_across_settings(noise_synthetic, tmp_path):

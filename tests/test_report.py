@@ -97,3 +97,103 @@ def test_remote_scripts_are_refused():
     with pytest.raises(Llm4dsrError, match="remote script"):
         report.check_offline('<script type="module">await import("https://cdn.example.org/m.mjs")</script>')
     report.check_offline("<script>var x = 1;</script>")
+
+
+def markdown(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(o["data"]["text/markdown"] for o in outputs(nb, "display_data") if "text/markdown" in o.get("data", {}))
+
+
+def test_detection_numbers_follow_the_files(full):
+    """Guard: the report's detection table and its sentences are the files' numbers. Point
+    values are recomputed here from units.parquet and scores/*.parquet (test split) and
+    from the backbone runs' JSONs; intervals (bootstrap replicates) are read from
+    detection.json and results.csv."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from llm4dsr.names import LABELS
+
+    nb, _, out = full
+    top = out.parent / "results" / "synth"
+    table = pd.read_csv(out / "detection.csv")
+    text = markdown(nb)
+    assert list(table[["noise", "detector"]].itertuples(index=False, name=None)) == \
+        [(n, d) for n in NOISES for d in report_synth.DETECTORS]
+
+    def ci(pair, digits=3, sign=False):
+        f = f"{{:{'+' if sign else ''}.{digits}f}}"
+        return f"[{f.format(pair[0])}, {f.format(pair[1])}]"
+
+    for noise in figures.injected(NOISES):
+        units = pd.read_parquet(top / noise / "units.parquet").set_index("unit")
+        report = json.loads((top / noise / "detection.json").read_text())
+        got = {}
+        for d in report_synth.DETECTORS:
+            scores = pd.read_parquet(top / noise / "scores" / f"{d}.parquet")
+            y, p, top1, users = [], [], [], set()
+            for u, probs in zip(scores["unit"], scores["probs"]):
+                if units.at[u, "split"] != "test":
+                    continue
+                y += list(units.at[u, "noise"])
+                p += list(probs)
+                users.add(units.at[u, "user"])
+                if sum(units.at[u, "noise"]):
+                    top1.append(units.at[u, "noise"][int(np.argmax(probs))])
+            got[d] = {"roc_auc": roc_auc_score(y, p), "pr_auc": average_precision_score(y, p),
+                      "top1": float(np.mean(top1)), "noise_items": sum(y), "users": len(users)}
+            row = table[(table["noise"] == noise) & (table["detector"] == d)].iloc[0]
+            for k, v in got[d].items():
+                assert row[k] == pytest.approx(v, abs=1e-9), (noise, d, k)
+            for k in ("roc_auc", "pr_auc", "top1"):
+                assert [row[f"{k}_ci_low"], row[f"{k}_ci_high"]] == pytest.approx(report[d]["test"][f"{k}_ci"])
+        llm = "llm_full_title"
+        ranked = sorted(got, key=lambda d: -got[d]["roc_auc"])
+        expected = (f"On {noise} (test split, {got[llm]['users']} users, {got[llm]['noise_items']} noise items), "
+                    "ROC-AUC from best to worst: " + ", ".join(
+                        f"{LABELS[d]} {got[d]['roc_auc']:.3f} {ci(report[d]['test']['roc_auc_ci'])}" for d in ranked) + ".")
+        for pair, by_split in report["paired"].items():
+            a, b = pair.split(" - ")
+            if a != llm and (a, b) != ("combined", "combined_collab"):
+                continue
+            diff, interval = got[a]["roc_auc"] - got[b]["roc_auc"], by_split["test"]["roc_auc"]["ci"]
+            verdict = (f"{LABELS[a]} is {'higher' if diff > 0 else 'lower'}" if interval[0] > 0 or interval[1] < 0
+                       else "the study cannot tell them apart at this size")
+            expected += f" {LABELS[a]} minus {LABELS[b]}, ROC-AUC {diff:+.3f} {ci(interval, sign=True)}: {verdict}."
+        assert expected in text, expected
+
+    # the backbone sentences: NDCG@10 differences from the runs' JSONs, intervals from results.csv
+    for noise in NOISES:
+        windows = pd.read_parquet(top / noise / "windows.parquet")
+        users = windows.loc[windows["split"] == "test", "user"].nunique()
+        results = pd.read_csv(top / noise / "results.csv").set_index(["model", "condition"])
+        runs = [json.loads(p.read_text()) for p in (top / noise / "backbone").glob("*/*/seed*.json")]
+        for model in ("sasrec", "gru4rec"):
+            mean = {c: np.mean([r["test"]["ndcg@10"] for r in runs if (r["model"], r["condition"]) == (model, c)])
+                    for c in ("clean", "noisy", "llm4dsr", "popularity")}
+            found, unclear = [], []
+            for c in ("clean", "llm4dsr", "popularity"):
+                interval = results.loc[(model, c), ["ndcg@10_diff_noisy_ci_low", "ndcg@10_diff_noisy_ci_high"]].tolist()
+                quoted = f"{c} {mean[c] - mean['noisy']:+.4f} {ci(interval, 4, sign=True)}"
+                (found if interval[0] > 0 or interval[1] < 0 else unclear).append(quoted)
+            line = (f"- {model} on {noise} ({users} test users), NDCG@10 minus noisy: "
+                    + ("findings: " + "; ".join(found) + ". " if found else "no condition differs from noisy. ")
+                    + ("Not distinguishable from noisy at this size: " + "; ".join(unclear) + "." if unclear else ""))
+            interval = results.loc[(model, "llm4dsr"), ["ndcg@10_gap_clean_ci_low", "ndcg@10_gap_clean_ci_high"]].tolist()
+            line += (f" Clean minus llm4dsr: {mean['clean'] - mean['llm4dsr']:+.4f} {ci(interval, 4, sign=True)}"
+                     f"{' (a finding)' if interval[0] > 0 or interval[1] < 0 else ''}.")
+            shown = [t for t in text.splitlines() if t.startswith(f"- {model} on {noise} (")]
+            assert len(shown) == 1 and same_text(line, shown[0]), (line, shown)
+
+
+def same_text(expected: str, shown: str, tol: float = 1.01e-4) -> bool:
+    """The same sentence, each number within ``tol`` (results.csv holds 6 decimals, so a
+    4-decimal figure may round the other way)."""
+    import re
+
+    number = r"[+-]?\d+\.\d+"
+    a, b = re.findall(number, expected), re.findall(number, shown)
+    return (re.sub(number, "#", expected) == re.sub(number, "#", shown) and len(a) == len(b)
+            and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b)))

@@ -26,3 +26,13 @@ def make_tiny_gguf(path: Path, seed: int = 0, hidden: int = 256, layers: int = 2
     with torch.no_grad():  # larger logits than the default init, so scores are not all equal
         model.model.embed_tokens.weight.normal_(0, 0.5)
     return write_llama_gguf(path, model.state_dict(), cfg, base.gguf_path, "F32", name="tiny-llama")
+
+
+if __name__ == "__main__":  # python tests/tiny_llm.py PATH: the tiny model of .test/config.yaml
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: tiny_llm.py PATH.gguf")
+    target = Path(sys.argv[1])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(make_tiny_gguf(target))

@@ -19,6 +19,22 @@ from .trainer import train
 log = logging.getLogger(__name__)
 
 
+def prepare(windows_path, items_path, heldout_units_path, ft_cfg: dict, seed: int, out_path):
+    """The fine-tuning data of rule finetune: ``ft_cfg["samples"]`` examples drawn from the
+    train windows that no held-out self-supervised unit was made from, written to
+    ``out_path`` (sft_train.jsonl). Returns (examples, held-out units, catalogue)."""
+    windows = read_parquet(windows_path, ["split", "user", "target_pos", "history_clean", "target_clean"])
+    catalogue = read_catalogue(items_path)
+    heldout = read_parquet(heldout_units_path, ["user", "positions", "items", "noise"])
+    pool = windows[~heldout_mask(windows, heldout)]
+    log.info("%d train windows, %d left after removing the %d held-out ones",
+             int((windows["split"] == "train").sum()), int((pool["split"] == "train").sum()), len(heldout))
+    examples = make_examples(pool, catalogue.titles, ft_cfg["samples"], seed, ft_cfg["replace_with"],
+                             catalogue.counts)
+    write_examples(examples, out_path)
+    return examples, heldout, catalogue
+
+
 def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dict, seed: int,
         out_dir, threads: int | None = None, intervals_cfg: dict | None = None) -> dict:
     """The workflow step of rule finetune: build the examples, LoRA-train the base model.
@@ -27,15 +43,9 @@ def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dic
     from ..llm import load_torch, resolve
 
     out_dir = Path(out_dir)
-    windows = read_parquet(windows_path, ["split", "user", "target_pos", "history_clean", "target_clean"])
-    catalogue = read_catalogue(items_path)
+    examples, heldout, catalogue = prepare(windows_path, items_path, heldout_units_path, ft_cfg, seed,
+                                           out_dir / "sft_train.jsonl")
     titles = catalogue.titles
-    heldout = read_parquet(heldout_units_path, ["user", "positions", "items", "noise"])
-    pool = windows[~heldout_mask(windows, heldout)]
-    log.info("%d train windows, %d left after removing the %d held-out ones",
-             int((windows["split"] == "train").sum()), int((pool["split"] == "train").sum()), len(heldout))
-    examples = make_examples(pool, titles, ft_cfg["samples"], seed, ft_cfg["replace_with"], catalogue.counts)
-    write_examples(examples, out_dir / "sft_train.jsonl")
 
     base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
     model, tok = load_torch(base, llm_cfg["dtype"])

@@ -1,0 +1,75 @@
+"""Fine-tuning data: the examples of rule finetune come only from train windows that no
+held-out self-supervised unit was made from, and each names the clean item it replaced.
+
+Checked through ``finetune.prepare`` (the selection rule finetune runs) on a log with
+train, valid and test windows and injected noise, against the fixture's own windows.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from denoise_synth import make_log
+from llm4dsr import finetune, prompts
+from llm4dsr.finetune.examples import heldout_mask
+from llm4dsr.io import write_parquet
+from llm4dsr.units import self_supervised_units
+
+N_ITEMS = 40
+TITLES = {i: f'Film "{i}" ({1950 + i})' for i in range(1, N_ITEMS + 1)}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ft_data")
+    seq, windows = make_log(n_users=30, length=14, rate=0.2, max_history=5, seed=2)
+    assert set(windows["split"]) == {"train", "valid", "test"}
+    assert (windows["history"].map(list) != windows["history_clean"].map(list)).any()  # noise to ignore
+    counts = np.bincount(seq["item_clean"], minlength=N_ITEMS + 1)[1:]
+    write_parquet(pd.DataFrame({"item": np.arange(1, N_ITEMS + 1), "title": list(TITLES.values()),
+                                "raw_id": [str(i) for i in TITLES], "count": counts}), tmp / "items.parquet")
+    heldout = self_supervised_units(windows, N_ITEMS, 60, seed=5)
+    write_parquet(windows, tmp / "windows.parquet")
+    write_parquet(heldout, tmp / "heldout.parquet")
+    return tmp, windows, heldout
+
+
+def test_heldout_mask_marks_the_windows_of_the_heldout_units(files):
+    _, windows, heldout = files
+    mask = heldout_mask(windows, heldout)
+    assert mask.sum() == heldout["window"].nunique() == len(heldout)
+    assert np.array_equal(mask, windows["window"].isin(heldout["window"]).to_numpy())
+
+
+@pytest.mark.parametrize("replace_with", ["uniform", "popularity"])
+def test_examples_come_from_non_heldout_train_windows(files, replace_with):
+    tmp, windows, heldout = files
+    cfg = {"samples": 300, "replace_with": replace_with}
+    finetune.prepare(tmp / "windows.parquet", tmp / "items.parquet", tmp / "heldout.parquet", cfg, seed=3,
+                     out_path=tmp / f"sft_{replace_with}.jsonl")
+    examples = [json.loads(line) for line in (tmp / f"sft_{replace_with}.jsonl").read_text().splitlines()]
+    assert len(examples) == 300
+
+    # every window's clean sequence (history + target), keyed by (replaced index, the
+    # sequence with that index blanked): an example can only have come from these
+    eligible = (windows["split"] == "train") & ~windows["window"].isin(heldout["window"])
+    sources: dict[tuple, list] = {}
+    for w, ok, hist, target in zip(windows["window"], eligible, windows["history_clean"], windows["target_clean"]):
+        seq = [int(i) for i in hist] + [int(target)]
+        for k in range(len(seq)):
+            sources.setdefault((k, tuple(seq[:k] + [None] + seq[k + 1:])), []).append((w, ok, seq[k]))
+    used = set()
+    for ex in examples:
+        items, k = ex["items"], ex["noise_index"]
+        found = [(w, clean) for w, ok, clean in sources.get((k, tuple(items[:k] + [None] + items[k + 1:])), []) if ok]
+        assert found, f"example {ex} is not a non-held-out train window with one item replaced"
+        originals = {clean for _, clean in found}
+        assert ex["original"] in originals  # the clean item at the replaced position
+        assert items[k] != ex["original"] and items[k] not in items[:k] + items[k + 1:]
+        assert ex["candidates"] == [TITLES[i] for i in items]
+        assert ex["prompt"] == prompts.prompt(ex["candidates"])
+        assert prompts.parse_response(ex["response"]) == (prompts.display_title(TITLES[items[k]]),
+                                                          prompts.display_title(TITLES[ex["original"]]))
+        used.update(w for w, _ in found)
+    assert len(used) > 100  # drawn across the pool, not from a handful of windows
