@@ -84,7 +84,8 @@ def test_numbers_written_as_strings_are_numbers():
     cfg["window"] = {"max_history": "5", "split": ["0.8", "0.1", "0.1"], "max_eval_windows": "null"}
     cfg["datasets"]["ml-latest-small"]["max_users"] = "40.0"
     out = config.validate(cfg)
-    assert out["window"] == {"max_history": 5, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}
+    assert out["window"] == {**config.defaults("window"), "max_history": 5, "split": [0.8, 0.1, 0.1],
+                             "max_eval_windows": None}
     assert out["datasets"]["ml-latest-small"]["max_users"] == 40
     cfg["window"]["max_history"] = "ten"
     with pytest.raises(ConfigError) as err:
