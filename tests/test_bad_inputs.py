@@ -390,7 +390,7 @@ def test_detection_metrics_of_a_split_without_noise_or_units(denoise):
     clean = units.assign(noise=[[0] * len(n) for n in units["noise"]])
     only_train = clean[clean["split"] == "train"]
     report = detection_report(only_train, {"d": scores[scores["unit"].isin(only_train["unit"])]},
-                              {"kind": "percentile", "train": 60, "test": 90})["d"]
+                              {"kind": "percentile", "train": 60, "test": 90}, config.defaults("intervals"), 0)["d"]
     assert report["train"]["roc_auc"] is None and report["train"]["top1"] is None
     assert report["test"]["units"] == 0 and report["test"]["roc_auc"] is None and report["test"]["ece"] is None
 
