@@ -494,14 +494,11 @@ def _amazon_like(folder: Path, users: int = 16, per_user: int = 10) -> dict:
     return titles
 
 
-@pytest.fixture(scope="module")
-def tiny_gguf(tmp_path_factory):
-    from tiny_llm import make_tiny_gguf
-
-    return make_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf")  # 1,024 positions
+@pytest.fixture
+def tiny_gguf(tiny):
+    return tiny.gguf_path  # the tiny random Llama of tests/tiny_llm.py: 1,024 positions
 
 
-@pytest.mark.slow
 def test_quick_preset_fine_tunes_and_scores_long_titles(tiny_gguf, tmp_path):
     """The quick preset's LLM path (its cutoff, objective, export route, score and suggest
     settings; fewer steps) on a catalogue whose titles average 50 characters, one 2,000."""
@@ -541,7 +538,7 @@ def test_quick_preset_fine_tunes_and_scores_long_titles(tiny_gguf, tmp_path):
     assert len(pd.read_parquet(out["sugg"])) == 3
 
 
-def test_titles_that_cannot_fit_the_context_name_the_key(tiny_gguf, tmp_path):
+def test_titles_that_cannot_fit_the_context_name_the_key(tiny_gguf, tiny_torch, tmp_path):
     """With titles never cut (max_title_chars: null), a 4,000-character title outgrows the
     tiny model's 1,024 positions: fine-tuning and scoring stop, naming what to shorten."""
     from llm4dsr.context import score_context
@@ -555,7 +552,7 @@ def test_titles_that_cannot_fit_the_context_name_the_key(tiny_gguf, tmp_path):
 
     windows = pd.DataFrame({"split": "train", "history_clean": [[1, 7, 3]] * 4, "target_clean": [4] * 4})
     ex = examples.make_examples(windows, titles, 4, seed=0)
-    model, tok = llm.load_torch(llm.resolve(str(tiny_gguf)))
+    model, tok = tiny_torch()
     lora = {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj"]}
     with pytest.raises(Llm4dsrError) as err:
         trainer.train(model, tok, ex, tmp_path, lora=lora, steps=1, batch_size=2, lr=1e-3, objective="candidates",
@@ -563,7 +560,7 @@ def test_titles_that_cannot_fit_the_context_name_the_key(tiny_gguf, tmp_path):
     one_line(err, "positions of llm.base_model", "datasets.<dataset>.max_title_chars")
     short = {i: t[:60] for i, t in titles.items()}
     ex = examples.make_examples(windows, short, 4, seed=0)
-    model, tok = llm.load_torch(llm.resolve(str(tiny_gguf)))
+    model, tok = tiny_torch()
     with pytest.raises(Llm4dsrError) as err:  # an explicit cutoff names the example and the remedy
         trainer.train(model, tok, ex, tmp_path, lora=lora, steps=1, batch_size=2, lr=1e-3, cutoff=64,
                       objective="candidates", progress=False)
