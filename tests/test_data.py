@@ -16,7 +16,8 @@ from llm4dsr import config, data
 from llm4dsr.io import Llm4dsrError
 
 ROOT = Path(__file__).resolve().parents[1]
-WINDOW = {**config.defaults("window"), "max_history": 3, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}
+WINDOW = {**config.defaults("window"), "max_history": 3, "split": [0.6, 0.2, 0.2],  # 5 windows: 3/1/1
+          "max_eval_windows": None}
 
 
 def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -114,9 +115,14 @@ def test_amazon2018_format(tmp_path):
         json.dumps({"asin": "B2", "title": '<span class="a-size-medium a-color-secondary">'}),
         json.dumps({"asin": "B3", "title": "  "}),
     ])
-    inter, items = data.load_raw(config.dataset({"source": "amazon2018", "category": cat}), tmp_path)
+    dataset = config.dataset({"source": "amazon2018", "category": cat})
+    inter, items = data.load_raw(dataset, tmp_path)
     assert inter[["user", "item", "timestamp"]].values.tolist() == [["A1", "0700026657", 1445040000]]
-    assert _title_list(items) == ["Anno 2070 & more", None, None]
+    assert _title_list(items) == ["Anno 2070 & more", "a later duplicate", None, None]
+    # the 2018 metadata repeats some asins: the first title is kept, and the conflict counted
+    _, catalogue, checks = data.check_raw(inter, items, {**dataset, "max_dropped_fraction": 1.0})
+    assert _title_list(catalogue) == ["Anno 2070 & more"]
+    assert checks["problems"]["conflicting_title"]["rows"] == 1
 
 
 def test_local_format_and_preprocess(data_local_cfg, tmp_path):

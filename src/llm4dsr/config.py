@@ -5,8 +5,10 @@ Its enums of names (noise models, detectors, conditions, backbones, score method
 filled from :mod:`llm4dsr.names` when it is loaded, so a name is registered once.
 
 :func:`validate` is what the Snakefile calls before any job: it fills the defaults,
-turns whole-number floats into integers where the schema wants an integer, checks the
-rules that span several keys, and fails with one line naming the key. Every library
+turns whole-number floats into integers where the schema wants an integer (and numbers
+written as strings, as Snakemake's ``--config key={nested: 1}`` passes them, into
+numbers), checks the rules that span several keys, checks that ``llm.base_model`` can
+be found (cheaply: nothing is loaded), and fails with one line naming the key. Every library
 function then reads the validated config, with no fallback values of its own.
 """
 from __future__ import annotations
@@ -82,15 +84,32 @@ def _fill_defaults(node: dict, value: Any) -> None:
         _fill_defaults(sub, value[key])
 
 
-def _integers(node: dict, value: Any) -> Any:
+def _number(text: str) -> int | float | str:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _coerce(node: dict, value: Any) -> Any:
     """10.0 -> 10 where the schema wants an integer (JSON Schema counts 10.0 as one, and
-    code that uses it as a count or an index would then fail far from the config)."""
+    code that uses it as a count or an index would then fail far from the config);
+    "10" -> 10, "0.5" -> 0.5, "null" -> None where the schema wants a number or null and
+    no string (Snakemake reads nested ``--config`` values as strings)."""
     types = _resolve(node).get("type")
     types = types if isinstance(types, list) else [types]
+    if isinstance(value, str) and "string" not in types and "enum" not in _resolve(node):
+        if value in ("null", "~") and "null" in types:
+            return None
+        if {"integer", "number"} & set(types):
+            value = _number(value)
     if isinstance(value, float) and value.is_integer() and "integer" in types:
         return int(value)
     for key, sub in _children(node, value):
-        value[key] = _integers(sub, value[key])
+        value[key] = _coerce(sub, value[key])
     return value
 
 
@@ -109,12 +128,12 @@ def validate(cfg: dict, source: str = "config.yaml") -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the config must be a mapping of keys, not {type(cfg).__name__}")
     _fill_defaults(_schema(), cfg)
+    cfg = _coerce(_schema(), cfg)
     validator = jsonschema.Draft202012Validator(_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
     if error is not None:
         message = " ".join(error.message.split())
         raise ConfigError(f"{source}: {_where(error.absolute_path)}: {message[:300]}")
-    cfg = _integers(_schema(), cfg)
     _derive(cfg, source)
     return cfg
 
@@ -125,10 +144,34 @@ SOURCE_KEYS = {"amazon2014": ("category",), "amazon2018": ("category",), "local"
 
 def _derive(cfg: dict, source: str) -> None:
     """Rules that span several keys, and the defaults that follow from other keys."""
+    from llm4dsr.llm import CHUNKED_MODELS, OFFLINE_MODELS, check_base_model
+
     for name, entry in cfg["datasets"].items():
-        for key in SOURCE_KEYS.get(entry["source"], ()):
-            if not entry[key]:
-                raise ConfigError(f"{source}: datasets.{name}.{key}: required for source {entry['source']}")
+        key = f"{source}: datasets.{name}"
+        for field in SOURCE_KEYS.get(entry["source"], ()):
+            if not entry[field]:
+                raise ConfigError(f"{key}.{field}: required for source {entry['source']}")
+            if entry["source"] == "local" and Path(entry[field]).is_dir():
+                raise ConfigError(f"{key}.{field}: {entry[field]} is a folder, not a CSV file")
+        if entry["max_items_per_user"] is not None and entry["max_items_per_user"] < entry["kcore"]:
+            raise ConfigError(f"{key}.max_items_per_user: {entry['max_items_per_user']} is less than kcore "
+                              f"{entry['kcore']}: no user could keep kcore interactions")
+    threshold = cfg["correct"]["threshold"]
+    if threshold["kind"] == "probability":
+        for split in ("train", "test"):
+            if threshold[split] > 1:
+                raise ConfigError(f"{source}: correct.threshold.{split}: {threshold[split]} is not a probability "
+                                  f"(0-1) with kind probability; a percentile needs kind percentile")
+    llm = cfg["llm"]
+    try:
+        check_base_model(llm["base_model"], llm["gguf_file"])
+    except Llm4dsrError as exc:
+        raise ConfigError(f"{source}: llm.base_model: {exc}") from None
+    gguf_base = (llm["base_model"] in OFFLINE_MODELS or llm["base_model"] in CHUNKED_MODELS
+                 or llm["base_model"].endswith(".gguf") or llm["gguf_file"])
+    if cfg["export"]["route"] == "adapter" and not gguf_base:
+        raise ConfigError(f"{source}: export.route: adapter needs a GGUF base model, and llm.base_model "
+                          f"{llm['base_model']} is a Hugging Face model (use route merged, or set llm.gguf_file)")
     split = cfg["window"]["split"]
     if abs(sum(split) - 1) > 1e-6:
         raise ConfigError(f"{source}: window.split: {split} must sum to 1")

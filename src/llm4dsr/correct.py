@@ -1,7 +1,9 @@
 """Correction: replace the items a detector is sure about, then rebuild the windows.
 
 Positions are chosen per unit: probability above the split's threshold, at most N per
-unit, and only where a replacement is known. Train blocks (units with window -1)
+unit, and only where a replacement is known. When nothing is chosen (a percentile of
+100, a probability no item reaches, no suggestion) the windows are written unchanged,
+with an empty changes table and a warning in the log. Train blocks (units with window -1)
 change the interaction log, from which every train window is rebuilt; window units
 (valid/test histories, or train windows in `window` mode) change their own window.
 A valid or test window's target is never changed (checked, not assumed).
@@ -32,8 +34,9 @@ def select(items: pd.DataFrame, threshold: dict, max_per_sequence: dict,
     if allowed is not None:
         chosen = chosen.merge(allowed[["unit", "pos"]].drop_duplicates(), on=["unit", "pos"])
     chosen = chosen.sort_values(["unit", "prob", "idx"], ascending=[True, False, True], kind="stable")
-    rank = chosen.groupby("unit").cumcount()
-    return chosen[rank < chosen["split"].map(lambda s: cap(s, max_per_sequence))].sort_values(["unit", "idx"])
+    rank = chosen.groupby("unit").cumcount().to_numpy()
+    most = np.array([cap(s, max_per_sequence) for s in chosen["split"]], dtype=np.int64)  # int even when empty
+    return chosen[rank < most].sort_values(["unit", "idx"])
 
 
 def select_top(items: pd.DataFrame) -> pd.DataFrame:
@@ -167,7 +170,11 @@ def correct(condition: str, windows: pd.DataFrame, sequences: pd.DataFrame, unit
         chosen = chosen.assign(new_item=suggest_cooccurrence(Cooccurrence().fit(sequences, n_items), units, chosen))
     else:
         raise Llm4dsrError(f"config backbone.conditions: unknown correction condition {condition!r}")
-    log.info("%s: %d changes (%s)", condition, len(chosen), chosen.groupby("split").size().to_dict())
+    if chosen.empty:  # a defined result, not an error: e.g. a percentile of 100, or no probability that high
+        log.warning("%s: no item clears the threshold %s with a replacement: the windows are written unchanged "
+                    "and changes.parquet is empty", condition, cfg["threshold"])
+    else:
+        log.info("%s: %d changes (%s)", condition, len(chosen), chosen.groupby("split").size().to_dict())
     return apply(windows, sequences, units, chosen)
 
 

@@ -2,9 +2,16 @@
 
 Raw readers return two frames in file order: interactions (``user``, ``item`` as
 strings, ``timestamp`` int64 seconds, ``rating`` float or NaN) and items (``item``,
-``title`` or None). :func:`preprocess` turns them into ``interactions.parquet`` and
-``items.parquet`` (see docs/outputs.md). Steps, in order: drop items without a
-title, ``min_rating``, a random ``max_items`` sample (the paper's Movies sample), each
+``title`` or None); ``attrs["path"]`` names the file each came from. A timestamp that
+is not a finite number of seconds stops the run (it decides the order of a history).
+:func:`check_raw` then drops or repairs the rows with data problems (an item without a
+title or missing from the items file, a duplicate (user, item, timestamp) row, a
+rating that is not a number when ``min_rating`` is set, an item id listed with two
+titles: the first is kept), counts them, and warns, or stops when they exceed
+``max_dropped_fraction`` of the interactions; it also cuts titles longer than
+``max_title_chars``. :func:`preprocess` turns the checked frames into
+``interactions.parquet`` and ``items.parquet`` (see docs/outputs.md). Steps, in order:
+``min_rating``, a random ``max_items`` sample (the paper's Movies sample), each
 user's most recent ``max_items_per_user``, iterated k-core, then a random ``max_users``
 sample and the k-core again (sampling users *after* the k-core keeps a sparse source's
 structure: sampled first, most of its users and items would fall below k), contiguous ids.
@@ -32,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from llm4dsr import noise
+from llm4dsr import noise, prompts
 from llm4dsr.io import Llm4dsrError, atomic_path, write_json, write_parquet
 from llm4dsr.names import EVAL_SPLITS, SPLITS
 
@@ -104,6 +111,8 @@ def download(url: str, dest: str | Path, md5: str | None = None) -> str:
 def _exists(path: Path) -> Path:
     if not path.exists():
         raise Llm4dsrError(f"{path}: file not found")
+    if path.is_dir():
+        raise Llm4dsrError(f"{path}: is a folder, not a file")
     return path
 
 
@@ -121,30 +130,40 @@ def _read_table(path: Path, cols: list[str], **kw: Any) -> pd.DataFrame:
         df = pd.read_csv(_exists(path), dtype=str, keep_default_na=False, **kw)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise Llm4dsrError(f"{path}: unreadable table ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+    except OSError as exc:
+        raise Llm4dsrError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return _need(df, cols, path)
 
 
+MAX_SECONDS = 2.0 ** 62  # within int64, and room for ms, us or ns timestamps
+
+
 def _seconds(values: pd.Series, path: Path) -> np.ndarray:
-    num = pd.to_numeric(values, errors="coerce")
-    bad = num.isna().to_numpy()
+    """Timestamps as int64 seconds; one that is not a finite number in +-2^62 stops the run."""
+    num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.abs(num) < MAX_SECONDS)  # NaN and inf fail too
     if bad.any():
         row = int(np.argmax(bad))
-        raise Llm4dsrError(f"{path}: timestamp {values.iloc[row]!r} (row {row + 1}) is not a number of seconds")
-    return np.floor(num.to_numpy(dtype=float)).astype(np.int64)
+        raise Llm4dsrError(f"{path}: timestamp {values.iloc[row]!r} (row {row + 1}) is not a finite number of "
+                           f"seconds ({int(bad.sum())} such row(s))")
+    return np.floor(num).astype(np.int64)
 
 
 def _log(users: pd.Series, items: pd.Series, times: pd.Series, ratings: pd.Series | None,
          path: Path) -> pd.DataFrame:
     rating = (pd.to_numeric(ratings, errors="coerce").to_numpy(dtype=float) if ratings is not None
               else np.full(len(users), np.nan))
-    return pd.DataFrame({"user": users.astype(str).to_numpy(), "item": items.astype(str).to_numpy(),
-                         "timestamp": _seconds(times, path), "rating": rating})
+    df = pd.DataFrame({"user": users.astype(str).to_numpy(), "item": items.astype(str).to_numpy(),
+                       "timestamp": _seconds(times, path), "rating": rating})
+    df.attrs["path"] = str(path)
+    return df
 
 
 def _titles(items: pd.Series, titles: list | pd.Series, path: Path, clean: Callable[[Any], str | None]) -> pd.DataFrame:
     df = pd.DataFrame({"item": items.astype(str).to_numpy(), "title": [clean(t) for t in titles]})
     if df["title"].isna().all():
         raise Llm4dsrError(f"{path}: no item has a title")
+    df.attrs["path"] = str(path)
     return df
 
 
@@ -186,7 +205,7 @@ def _dat_lines(raw_dir: Path, name: str) -> tuple[list[str], Path]:
     """Lines of an ml-1m .dat file, from an extracted copy or straight from ml-1m.zip."""
     extracted = raw_dir / name
     if extracted.exists():
-        return extracted.read_text(encoding="latin-1").splitlines(), extracted
+        return _exists(extracted).read_text(encoding="latin-1").splitlines(), extracted
     zpath = _exists(raw_dir / "ml-1m.zip")
     try:
         with zipfile.ZipFile(zpath) as z:
@@ -240,7 +259,7 @@ def _read_amazon(reviews: Path, meta: Path, parse_meta: Callable[[str], Any]) ->
     if missing:
         raise Llm4dsrError(f"{reviews}: record(s) without {', '.join(missing)}")
     m = _records(meta, parse_meta, ["asin", "title"])
-    m = m[m.asin.notna()].drop_duplicates("asin", keep="first")  # 2018 meta repeats some asins
+    m = m[m.asin.notna()]  # 2018 meta repeats some asins: check_raw keeps the first title
     if m.empty:
         raise Llm4dsrError(f"{meta}: no rows")
     return (_log(r.reviewerID, r.asin, r.unixReviewTime.astype(str), r.overall, reviews),
@@ -301,6 +320,113 @@ def load_raw(dataset_cfg: dict, raw_dir: str | Path | None = None, name: str = "
     raise Llm4dsrError(f"config datasets.{name}.source: unknown source {source!r}")
 
 
+# --------------------------------------------------------------------------- data problems
+# What check_raw counts, in the order a row is attributed to its first problem. The
+# first four drop the row; conflicting_title keeps it, with the item's first title.
+PROBLEMS = {
+    "duplicate_row": "duplicate (user, item, timestamp) rows",
+    "unknown_item": "items missing from the items file",
+    "untitled_item": "items without a title",
+    "unrated": "ratings that are not a number (min_rating)",
+    "conflicting_title": "items listed twice with different titles (the first is kept)",
+}
+EXAMPLES = 3  # offending rows shown per problem
+
+
+def cut_title(title: str, limit: int | None) -> str:
+    """``title`` if it has at most ``limit`` characters, else cut at a word boundary (when
+    one is in its second half) and ended with "…", ``limit`` characters at most."""
+    if limit is None or len(title) <= limit:
+        return title
+    head = title[:limit - 1]
+    space = head.rfind(" ")
+    if space >= limit // 2:
+        head = head[:space]
+    return head.rstrip(" ,;:-/(") + "…"
+
+
+def _row(df: pd.DataFrame, i: int) -> str:
+    r = df.iloc[i]
+    return f"row {int(r['row']) + 1} (user {r['user']!r}, item {r['item']!r}, timestamp {r['timestamp']})"
+
+
+def check_raw(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dict,
+              name: str = "dataset") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Raw frames -> (interactions without problem rows, one titled row per item, report).
+
+    Rows with a data problem (PROBLEMS) are dropped, or kept with a repaired title, and
+    counted. Up to ``max_dropped_fraction`` of the interactions the run goes on with a
+    warning; above it, it stops. Either way the message gives each problem's count and
+    its first offending rows, and the report (stats.json ``problems``) records them.
+    Titles longer than ``max_title_chars`` are cut (:func:`cut_title`) and counted.
+    """
+    dotted = f"datasets.{name}"
+    key = f"config {dotted}"
+    files = {"interactions": interactions.attrs.get("path", "interactions"), "items": items.attrs.get("path", "items")}
+    df = interactions.assign(row=np.arange(len(interactions)))
+    min_rating = dataset_cfg["min_rating"]
+    if min_rating is not None and len(df) and df["rating"].isna().all():
+        raise Llm4dsrError(f"{key}.min_rating: {files['interactions']} has no ratings")
+    titled = items[items["title"].notna()]
+    first = titled.drop_duplicates("item", keep="first")
+    n_titles = titled.drop_duplicates(["item", "title"]).groupby("item").size()
+    conflicting = n_titles.index[n_titles > 1]
+    listed = set(items["item"])
+    has_title = set(first["item"])
+    masks = {
+        "duplicate_row": df.duplicated(["user", "item", "timestamp"], keep="first").to_numpy(),
+        "unknown_item": ~df["item"].isin(listed).to_numpy(),
+        "untitled_item": ~df["item"].isin(has_title).to_numpy(),
+        "unrated": df["rating"].isna().to_numpy() if min_rating is not None else np.zeros(len(df), bool),
+        "conflicting_title": df["item"].isin(conflicting).to_numpy(),
+    }
+    seen = np.zeros(len(df), dtype=bool)
+    drop = np.zeros(len(df), dtype=bool)
+    report: dict = {}
+    for problem, mask in masks.items():
+        mask = mask & ~seen  # each row counts once, under its first problem
+        seen |= mask
+        if problem != "conflicting_title":
+            drop |= mask
+        if not mask.any():
+            continue
+        where = np.flatnonzero(mask)
+        entry = {"rows": int(mask.sum()), "items": int(df["item"].iloc[where].nunique()),
+                 "first": [_row(df, i) for i in where[:EXAMPLES]]}
+        if problem == "conflicting_title":
+            shown = df["item"].iloc[where].unique()[:EXAMPLES]
+            entry["first"] = [f"item {i!r}: " + " / ".join(repr(cut_title(t, 60)) for t in
+                                                           titled.loc[titled["item"] == i, "title"].unique()[:2])
+                              for i in shown]
+        report[problem] = entry
+    kept = df[~drop].drop(columns="row")
+    kept.attrs = interactions.attrs
+    affected = int(seen.sum())
+    fraction = affected / max(len(df), 1)
+    limit = dataset_cfg["max_dropped_fraction"]
+    if report:
+        parts = "; ".join(f"{p.replace('_', ' ')} {e['rows']} rows of {e['items']} items "
+                          f"(first: {', '.join(e['first'])})" for p, e in report.items())
+        head = (f"{files['interactions']} / {files['items']}: data problems drop or alter {affected} of "
+                f"{len(df)} interactions ({fraction:.2%}): {parts}")
+        if fraction > limit:
+            raise Llm4dsrError(f"{key}.max_dropped_fraction: {head}; that is more than {limit:g}: fix the files "
+                               f"or raise {dotted}.max_dropped_fraction")
+        log.warning("%s (within %s.max_dropped_fraction %g)", head, dotted, limit)
+    catalogue = first.assign(title=[cut_title(t, dataset_cfg["max_title_chars"]) for t in first["title"]])
+    used = catalogue["item"].isin(kept["item"]).to_numpy()
+    cut = used & (catalogue["title"] != first["title"]).to_numpy()
+    titles_cut = {"items": int(cut.sum()), "limit": dataset_cfg["max_title_chars"],
+                  "longest": int(first["title"][used].str.len().max()) if used.any() else 0}
+    if cut.any():
+        log.warning("%s: %d titles longer than %s.max_title_chars=%s characters cut (the longest had %d), e.g. %r",
+                    files["items"], titles_cut["items"], dotted, titles_cut["limit"], titles_cut["longest"],
+                    catalogue["title"][cut].iloc[0])
+    catalogue.attrs = items.attrs
+    return kept, catalogue, {"problems": report, "affected": affected, "affected_fraction": fraction,
+                             "max_dropped_fraction": limit, "titles_cut": titles_cut}
+
+
 # --------------------------------------------------------------------------- preprocessing
 def natural_order(ids: np.ndarray) -> np.ndarray:
     """Unique raw ids, numerically sorted when all are integers, else as strings."""
@@ -322,14 +448,17 @@ def kcore(df: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def unique_titles(titles: list[str]) -> list[str]:
-    """Make titles distinct in order: the 2nd "X" becomes "X [2]", the 3rd "X [3]", ..."""
+    """Make titles distinct in order: the 2nd "X" becomes "X [2]", the 3rd "X [3]", ...
+
+    Distinct as the LLM reads them (prompts.display_title), so that no two items share
+    a title in a prompt, in the suggestion trie or in grounding."""
     seen: set[str] = set()
     out = []
     for title in titles:
         new, k = title, 2
-        while new in seen:
+        while prompts.display_title(new) in seen:
             new, k = f"{title} [{k}]", k + 1
-        seen.add(new)
+        seen.add(prompts.display_title(new))
         out.append(new)
     return out
 
@@ -343,7 +472,7 @@ def _sample(df: pd.DataFrame, col: str, n: int | None, rng: np.random.Generator)
 
 def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dict, seed: int,
                name: str = "dataset") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Raw frames -> (interactions, items, trace of counts after each step)."""
+    """Checked frames (:func:`check_raw`) -> (interactions, items, trace of counts after each step)."""
     key = f"config datasets.{name}"
     titled = items[items.title.notna()].drop_duplicates("item", keep="first")
     df = interactions.assign(row=np.arange(len(interactions)))  # file order breaks time ties
@@ -427,10 +556,20 @@ def run(dataset_cfg: dict, window_cfg: dict, seed: int, out_dir: str | Path,
     out_dir = Path(out_dir)
     raw_inter, raw_items = load_raw(dataset_cfg, raw_dir, name)
     log.info("%s: read %d interactions, %d items (%s)", name, len(raw_inter), len(raw_items), dataset_cfg["source"])
-    inter, items, trace = preprocess(raw_inter, raw_items, dataset_cfg, seed, name)
+    checked, catalogue, checks = check_raw(raw_inter, raw_items, dataset_cfg, name)
+    inter, items, trace = preprocess(checked, catalogue, dataset_cfg, seed, name)
+    # preprocess's "raw" (and "titled") are the checked frames
+    trace = {"read": _counts(raw_inter), "checked": trace.pop("raw"),
+             **{k: v for k, v in trace.items() if k != "titled"}}
     for step, counts in trace.items():
         log.info("%s: after %s: %s", name, step, counts)
-    summary = {"source": dataset_cfg["source"], "steps": trace, **stats(inter, items, window_cfg, seed)}
+    summary = {"source": dataset_cfg["source"], "steps": trace, **checks, **stats(inter, items, window_cfg, seed)}
+    empty = [s for s in SPLITS if not summary["windows"][s]]
+    if empty:  # backbones train, select and test on these: stop here, not in a later job
+        key = "split" if window_cfg["split_mode"] == "global_time" else "split_mode"
+        raise Llm4dsrError(f"config window.{key}: {window_cfg[key]} leaves the {' and '.join(empty)} split(s) of "
+                           f"dataset {name} without windows ({sum(summary['windows'].values())} windows in all, "
+                           f"{summary['interactions']} interactions): the data is too small")
     write_parquet(inter, out_dir / "interactions.parquet")
     write_parquet(items, out_dir / "items.parquet")
     write_json(summary, out_dir / "stats.json")

@@ -1,7 +1,10 @@
 """File I/O shared by every stage: clear one-line errors and atomic writes.
 
 Every output is written to a temporary name in the same folder and renamed at the
-end, so an interrupted or failed step never leaves a half-written file behind.
+end, so an interrupted or failed step never leaves a half-written file behind. The
+renamed file or folder gets the permissions any new file gets (0666 / 0777 less the
+process umask), not the owner-only 0600 / 0700 of a temporary name, so a results folder
+shared by a group stays readable.
 """
 from __future__ import annotations
 
@@ -24,20 +27,47 @@ class Llm4dsrError(Exception):
     """
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` normal permissions and rename it onto ``path``."""
+    mode = (0o777 if tmp.is_dir() else 0o666) & ~_umask()
+    try:
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise Llm4dsrError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def _temporary(path: Path, make) -> Path:
+    """A temporary file or folder next to ``path`` (``make`` = tempfile.mkstemp or mkdtemp)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = make(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise Llm4dsrError(f"{path}: cannot write ({exc.strerror})") from None
+    if isinstance(made, tuple):  # mkstemp: (fd, name)
+        os.close(made[0])
+        made = made[1]
+    return Path(made)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     On any exception the temporary file (or folder) is removed and ``path`` is untouched.
+    A folder that cannot be written gives a one-line error naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _temporary(path, lambda **kw: tempfile.mkstemp(suffix=suffix or ".tmp", **kw))
     try:
         yield tmp
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if tmp.is_dir():
             import shutil
@@ -133,13 +163,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     import shutil
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = _temporary(path, tempfile.mkdtemp)
     try:
         yield tmp
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            try:
+                shutil.rmtree(path)
+            except OSError as exc:
+                raise Llm4dsrError(f"{path}: cannot replace ({exc.strerror})") from None
+        _publish(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

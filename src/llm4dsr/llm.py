@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,33 +56,59 @@ def check_gguf(path: str | Path) -> Path:
     return path
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_base_model(base_model: str, gguf_file: str | None = None) -> None:
+    """Fail with a one-line message unless :func:`resolve` can find ``base_model``.
+
+    Cheap enough to run before any job: it looks for the offline model's PyPI package,
+    for a file's or folder's existence (and a GGUF's magic bytes, a folder's
+    config.json), or at the shape of a hub id (owner/name); it joins no chunks and
+    loads nothing. A hub id's existence is only known when the model is downloaded.
+    """
+    if base_model in OFFLINE_MODELS or base_model in CHUNKED_MODELS:
+        dist = (OFFLINE_MODELS.get(base_model) or CHUNKED_MODELS[base_model])[0]
+        try:
+            found = importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            raise Llm4dsrError(f"{base_model}: PyPI package {dist} is not installed (run ./setup.sh)") from None
+        if base_model in OFFLINE_MODELS:
+            check_gguf(Path(found.locate_file(OFFLINE_MODELS[base_model][1])))
+        return
+    path = Path(base_model)
+    if base_model.endswith(".gguf"):
+        check_gguf(path)
+    elif path.exists():
+        if not path.is_dir():
+            raise Llm4dsrError(f"{path}: neither a .gguf file nor a Hugging Face model folder")
+        if gguf_file:
+            check_gguf(path / gguf_file)
+        elif not (path / "config.json").exists():
+            raise Llm4dsrError(f"{path}: folder has no config.json (not a Hugging Face model)")
+    elif base_model.startswith((".", "/", "~")) or not HUB_ID.fullmatch(base_model):
+        offline = ", ".join([*OFFLINE_MODELS, *CHUNKED_MODELS])
+        raise Llm4dsrError(f"{base_model}: no such file or folder, not an offline model ({offline}) "
+                           f"and not a Hugging Face id (owner/name)")
+
+
 def resolve(base_model: str, gguf_file: str | None = None) -> BaseModel:
     """Turn the config's ``llm.base_model`` (+ ``llm.gguf_file``) into a loadable model."""
+    try:
+        check_base_model(base_model, gguf_file)
+    except Llm4dsrError as exc:
+        raise Llm4dsrError(f"llm.base_model: {exc}") from None
     if base_model in OFFLINE_MODELS:
         dist, rel = OFFLINE_MODELS[base_model]
-        try:
-            path = Path(importlib.metadata.distribution(dist).locate_file(rel))
-        except importlib.metadata.PackageNotFoundError:
-            raise Llm4dsrError(f"llm.base_model={base_model}: PyPI package {dist} is not installed "
-                               f"(run ./setup.sh)") from None
-        check_gguf(path)
+        path = Path(importlib.metadata.distribution(dist).locate_file(rel))
         return BaseModel(str(path.parent), path.name)
     if base_model in CHUNKED_MODELS:
         path = _assembled(*CHUNKED_MODELS[base_model], base_model)
         return BaseModel(str(path.parent), path.name)
     path = Path(base_model)
     if base_model.endswith(".gguf"):
-        check_gguf(path)
         return BaseModel(str(path.parent), path.name)
-    if gguf_file:
-        if path.exists():
-            check_gguf(path / gguf_file)
-        return BaseModel(base_model, gguf_file)
-    if path.exists() and not (path / "config.json").exists():
-        raise Llm4dsrError(f"{path}: folder has no config.json (not a Hugging Face model)")
-    if not path.exists() and (base_model.startswith((".", "/")) or base_model.count("/") != 1):
-        raise Llm4dsrError(f"llm.base_model={base_model}: no such file or folder, and not a hub id")
-    return BaseModel(base_model)
+    return BaseModel(base_model, gguf_file)
 
 
 def trained_on(adapter_dir: str | Path, base: BaseModel) -> bool:

@@ -19,7 +19,11 @@ def setup(log_file: str | None = None, level: int = logging.INFO) -> logging.Log
 @contextlib.contextmanager
 def rule_log(log_file: str | None) -> Iterator[logging.Logger]:
     """Context of a workflow script: logs to the rule's log file, and turns a user-input
-    error into a one-line message and a non-zero exit instead of a traceback."""
+    error into a one-line message and a non-zero exit instead of a traceback.
+
+    Either way the rule's log ends with the error: a user-input error as its one line;
+    anything else (a bug) with its traceback, then one line that says so.
+    """
     from .io import Llm4dsrError
 
     log = setup(log_file)
@@ -28,3 +32,8 @@ def rule_log(log_file: str | None) -> Iterator[logging.Logger]:
     except Llm4dsrError as exc:
         log.error("%s", exc)
         sys.exit(f"error: {exc}")
+    except Exception as exc:
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        log.exception("unexpected error (a bug of llm4dsr, please report it)")
+        log.error("%s", message)
+        sys.exit(f"error: unexpected {message} (a bug: the traceback is in {log_file or 'the output above'})")

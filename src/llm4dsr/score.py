@@ -177,6 +177,7 @@ def run(units_path, items_path, llm_cfg: dict, *, lora=None, model=None, suggest
         method: str = "full_title", out_first, out_full, out_suggestions=None, out_stats, threads: int = 2,
         seed: int = 0) -> dict:
     """The workflow step: score (and, if ``out_suggestions``, suggest for) every unit."""
+    from .context import score_context
     from .io import read_catalogue, read_parquet, write_json
     from .llm import resolve
     from .suggest import Suggester
@@ -188,7 +189,8 @@ def run(units_path, items_path, llm_cfg: dict, *, lora=None, model=None, suggest
         if base.gguf_path is None:
             raise Llm4dsrError("export.route=adapter needs a GGUF base model (llm.base_model)")
         model = base.gguf_path
-    scorer = LlamaScorer(model, lora, threads=threads, seed=seed)
+    n_ctx = score_context(model, units["items"], titles, suggest_cfg if out_suggestions else None)
+    scorer = LlamaScorer(model, lora, threads=threads, seed=seed, n_ctx=n_ctx)
     decoder = None
     if out_suggestions:
         decoder = Suggester(scorer, titles, suggest_cfg["decoding"], suggest_cfg["max_tokens"])
@@ -201,6 +203,6 @@ def run(units_path, items_path, llm_cfg: dict, *, lora=None, model=None, suggest
         sugg.insert(2, "pos", [int(pos[u][k]) for u, k in zip(sugg["unit"], sugg["index"])])
         write_parquet(sugg, out_suggestions)
         stats["greedy_unparsed"] = decoder.unparsed
-    stats.update(model=str(model), lora=str(lora) if lora else None)
+    stats.update(model=str(model), lora=str(lora) if lora else None, n_ctx=n_ctx)
     write_json(stats, out_stats)
     return stats

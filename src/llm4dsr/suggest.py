@@ -121,7 +121,7 @@ class Suggester:
 
             src = self.scorer.llm
             self._embedder = Llama(model_path=src.model_path, lora_path=src.lora_path, embedding=True,
-                                   pooling_type=LLAMA_POOLING_TYPE_MEAN, n_ctx=256,
+                                   pooling_type=LLAMA_POOLING_TYPE_MEAN, n_ctx=max(256, self.scorer.n_ctx),
                                    n_threads=src.n_threads, verbose=False)
         # an empty answer still needs a token to embed
         return np.asarray(self._embedder.embed(prompts.display_title(text) or "?"), dtype=np.float32)

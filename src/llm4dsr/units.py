@@ -148,6 +148,10 @@ def run(sequences_path, windows_path, mode: str, block: int, out_path) -> pd.Dat
                                           "target", "target_noise"])
     units = make_units(sequences, windows, mode, block)
     check_units(units, windows, sequences, name=str(out_path))
+    for split in ("train", *EVAL_SPLITS):
+        if not (units["split"] == split).any():  # a defined result: null metrics, nothing corrected there
+            log.warning("no %s unit of %d+ items: that split's detection metrics are null and nothing in it is "
+                        "corrected", split, MIN_ITEMS)
     log.info("%d units (%s), %d items", len(units), units.groupby("split").size().to_dict(),
              units["items"].map(len).sum())
     write_parquet(units, out_path)

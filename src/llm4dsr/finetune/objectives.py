@@ -27,15 +27,27 @@ def response_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 
-def tokenize(examples: list[dict], tokenizer, cutoff: int) -> list[tuple[list[int], int]]:
-    """(token ids, index of the first response token) per example, cut to ``cutoff`` tokens."""
+REMEDY = "or cut titles shorter (datasets.<dataset>.max_title_chars) or histories (window.max_history)"
+
+
+def _too_long(cutoff: int, lengths: list[int], what: str) -> Llm4dsrError:
+    """The error of examples longer than ``cutoff``: the first one, the longest, the remedy."""
+    first = next(i for i, n in enumerate(lengths) if n > cutoff)
+    return Llm4dsrError(f"finetune.cutoff={cutoff}: the example on line {first + 1} of sft_train.jsonl {what} "
+                        f"{lengths[first]} tokens "
+                        f"(the longest {max(lengths)}): set finetune.cutoff to at least {max(lengths)}, or to null "
+                        f"(= the longest example), {REMEDY}")
+
+
+def tokenize(examples: list[dict], tokenizer, cutoff: int | None) -> list[tuple[list[int], int]]:
+    """(token ids, index of the first response token) per example, cut to ``cutoff`` tokens
+    (None: not cut). A prompt that leaves no room for the answer is an error."""
     out = []
     for ex in examples:
         p = prompt_ids(tokenizer, ex["prompt"])
-        ids = (p + response_ids(tokenizer, ex["response"]))[:cutoff]
-        if len(p) >= cutoff:
-            raise Llm4dsrError(f"finetune.cutoff={cutoff}: a prompt has {len(p)} tokens, no room for the answer")
-        out.append((ids, len(p)))
+        out.append(((p + response_ids(tokenizer, ex["response"]))[:cutoff], len(p)))
+    if cutoff is not None and any(start >= cutoff for _, start in out):
+        raise _too_long(cutoff, [start + 1 for _, start in out], "needs (prompt + one answer token)")
     return out
 
 
@@ -67,7 +79,7 @@ def response_loss(peft_model, input_ids, attn, labels):
     return F.cross_entropy(logits.float(), tgt[mask])
 
 
-def tokenize_candidates(examples: list[dict], tokenizer, cutoff: int) -> list[dict]:
+def tokenize_candidates(examples: list[dict], tokenizer, cutoff: int | None) -> list[dict]:
     """Per example: prompt ids, one token branch per distinct history title (display form +
     closing quote, exactly what the full-title scorer reads), the index of the noise
     branch, and (when the example has one) the response, for the suggestion's LM loss."""
@@ -78,11 +90,16 @@ def tokenize_candidates(examples: list[dict], tokenizer, cutoff: int) -> list[di
         branches = [tokenizer(prompts.display_title(t) + prompts.END, add_special_tokens=False)["input_ids"]
                     for t in titles]
         response = response_ids(tokenizer, ex["response"]) if ex.get("response") else None
-        if len(p) + sum(map(len, branches)) + len(response or ()) > cutoff:
-            raise Llm4dsrError(f"finetune.cutoff={cutoff}: an example packs more tokens than the cutoff")
         out.append({"prompt": p, "branches": branches, "response": response,
                     "noise": titles.index(ex["candidates"][ex["noise_index"]])})
+    if cutoff is not None and any(n > cutoff for n in packed_lengths(out)):
+        raise _too_long(cutoff, packed_lengths(out), "(prompt, each candidate title, answer) packs")
     return out
+
+
+def packed_lengths(packed: list[dict]) -> list[int]:
+    """Tokens of each tokenize_candidates() example in its packed sequence."""
+    return [len(r["prompt"]) + sum(map(len, r["branches"])) + len(r["response"] or ()) for r in packed]
 
 
 def _packed_batch(packed: list[dict], idx, pad_id):

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..io import Llm4dsrError, atomic_dir, write_text
-from .objectives import candidates_loss, heldout_metrics, response_loss, tokenize, tokenize_candidates, _batch
+from .objectives import (REMEDY, candidates_loss, heldout_metrics, packed_lengths, response_loss, tokenize,
+                         tokenize_candidates, _batch)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,20 @@ def add_lora(model, lora: dict):
                            f"({str(exc).splitlines()[0][:80]}); linear modules are e.g. {', '.join(names[:12])}") from None
 
 
+def _last_position(packed: list[dict]) -> int:
+    """Positions a packed example needs: its prompt and its longest branch (positions
+    restart after the prompt for every branch)."""
+    return max((len(r["prompt"]) + max(map(len, [*r["branches"], r["response"] or []])) for r in packed), default=0)
+
+
+def check_positions(model, tokens: int, what: str) -> None:
+    """Fail in one line when ``tokens`` exceed the positions the model was trained for."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and tokens > limit:
+        raise Llm4dsrError(f"finetune: {what} has {tokens} tokens, more than the {limit} positions of llm.base_model: "
+                           f"set finetune.cutoff (objective generate cuts the answer there), {REMEDY}")
+
+
 def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
     done = sorted((p for p in ckpt_dir.glob("step-*") if (p / "state.pt").exists()),
                   key=lambda p: int(p.name.split("-")[1]))
@@ -52,7 +67,7 @@ def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: dict, steps: int, batch_size: int,
-          lr: float, cutoff: int = 512, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
+          lr: float, cutoff: int | None = None, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
           warmup: int = 5, progress: bool = True, objective: str = "generate",
           heldout: list[dict] | None = None, eval_every: int = 0, micro_batch_size: int | None = None,
           on_eval=None, intervals_cfg: dict | None = None) -> dict:
@@ -80,11 +95,19 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     if objective == "candidates":
         tokenized = tokenize_candidates(examples, tokenizer, cutoff)
+        lengths = packed_lengths(tokenized)
+        check_positions(model, _last_position(tokenized), "the longest training example")
     else:
         tokenized = tokenize(examples, tokenizer, cutoff)
+        lengths = [len(ids) for ids, _ in tokenized]
+        check_positions(model, max(lengths, default=0), "the longest training example")
+    log.info("%d examples of %d to %d tokens (mean %.0f; finetune.cutoff %s)", len(lengths), min(lengths, default=0),
+             max(lengths, default=0), float(np.mean(lengths)) if lengths else 0.0, cutoff)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    held = tokenize_candidates(heldout, tokenizer, 10 ** 6) if heldout and eval_every else None
+    held = tokenize_candidates(heldout, tokenizer, None) if heldout and eval_every else None
+    if held:
+        check_positions(model, _last_position(held), "the longest held-out example")
     start, history, curve = 0, [], []
     fingerprint = recipe_fingerprint(model, examples, lora=lora, batch_size=batch_size, lr=lr, seed=seed,
                                      objective=objective, warmup=warmup, cutoff=cutoff)
