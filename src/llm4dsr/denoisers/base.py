@@ -11,11 +11,13 @@ the ``valid`` windows only; the ``test`` windows are not read by ``fit``. Then
   unit), so ``exp(logp)`` is the item's probability of being noise;
 * ``correct(windows)`` edits every window's history (never a target, of any split) and
   returns the corrected windows (windows.parquet format) and the table of changes;
-* ``evaluate(windows, split, ks)`` ranks all items with the denoiser's own recommender
-  (HR@K, NDCG@K by :mod:`llm4dsr.metrics`, full ranking, as the backbones).
+* ``score_all(rows)`` scores all items with the denoiser's own recommender on the corrected
+  histories; ``ranks`` and ``evaluate`` turn that into target ranks and HR@K / NDCG@K by
+  :mod:`llm4dsr.metrics` (full ranking, as the backbones).
 
-Only the columns ``split``, ``user``, ``history`` and ``target`` are read: the noise flags
-and clean items of a window are ground truth, never shown to a denoiser.
+A denoiser's model reads only the columns ``split``, ``user``, ``history`` and ``target``: the
+noise flags and clean items of a window are ground truth, never shown to it (``correct``
+carries them along, and reports a deleted item's flag as ``was_noise``).
 
 Corrected windows. A deletion removes the item from ``history`` and its entries from
 ``history_noise`` and ``history_clean``, so the three lists stay aligned; an inserted item
@@ -56,8 +58,7 @@ SELECT = "ndcg@10"  # model selection on the valid split, as the backbone traine
 
 
 class Denoiser(ABC):
-    name: str
-    DEFAULTS: dict[str, Any]  # the paper's hyperparameters (see each module's docstring)
+    name: str  # its key in llm4dsr.names.DENOISERS and the config's denoise section
 
     def __init__(self) -> None:
         self.stats: dict[str, Any] = {}  # filled by fit: seconds, epochs, best epoch, valid metrics
@@ -67,7 +68,8 @@ class Denoiser(ABC):
             threads: int = 1) -> "Denoiser":
         """Train on split == 'train' windows, select the epoch on 'valid'; never reads 'test'.
 
-        ``cfg`` holds every key of ``DEFAULTS`` (see :meth:`settings`)."""
+        ``cfg`` is the validated ``denoise.<name>`` section of the config (its defaults, the
+        paper's values, live in the schema)."""
 
     @abstractmethod
     def item_scores(self, units: pd.DataFrame) -> list[np.ndarray]:
@@ -78,20 +80,20 @@ class Denoiser(ABC):
         """(corrected windows, changes): histories edited, targets unchanged."""
 
     @abstractmethod
-    def evaluate(self, windows: pd.DataFrame, split: str | None, ks: Iterable[int]) -> dict[str, float]:
-        """HR@K / NDCG@K (K in ``ks`` and 10) of the denoiser's own recommender on the ``split``
-        windows (all rows of ``windows`` with None), each history corrected as ``correct`` does."""
+    def score_all(self, rows: pd.DataFrame) -> torch.Tensor:
+        """Its own recommender's scores over all items [B, n_items + 1] (column 0 = -inf) for
+        the windows ``rows``, each history corrected as ``correct`` does."""
 
-    @classmethod
-    def settings(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
-        """``cfg`` checked against ``DEFAULTS``: every key present, no unknown key."""
-        unknown = sorted(set(cfg) - set(cls.DEFAULTS))
-        missing = sorted(set(cls.DEFAULTS) - set(cfg))
-        if unknown or missing:
-            raise Llm4dsrError(f"config.yaml: denoise.{cls.name}: "
-                               + "; ".join(x for x in (unknown and f"unknown key(s) {', '.join(unknown)}",
-                                                       missing and f"missing key(s) {', '.join(missing)}") if x))
-        return dict(cfg)
+    def rows(self, windows: pd.DataFrame, split: str | None) -> pd.DataFrame:
+        return windows if split is None else windows[windows["split"] == split]
+
+    def ranks(self, windows: pd.DataFrame, split: str | None) -> torch.Tensor:
+        """The rank of each ``split`` window's target (all rows with None) by its own recommender."""
+        return target_ranks_of(self.score_all, self.rows(windows, split))
+
+    def evaluate(self, windows: pd.DataFrame, split: str | None, ks: Iterable[int]) -> dict[str, float]:
+        """HR@K / NDCG@K (K in ``ks``) of its own recommender on the ``split`` windows."""
+        return metrics_from_ranks(self.ranks(windows, split), ks)
 
 
 # data
@@ -155,14 +157,15 @@ def train_epochs(model: torch.nn.Module, run_epoch: Callable[[int], float], vali
 
 
 @torch.no_grad()
-def rank_metrics(score: Callable[[pd.DataFrame], torch.Tensor], windows: pd.DataFrame, ks: Iterable[int],
-                 batch: int = 512) -> dict[str, float]:
-    """Full-ranking HR@K / NDCG@K of ``score(rows)`` ([B, n_items + 1], column 0 = -inf)."""
-    ranks = []
+def target_ranks_of(score: Callable[[pd.DataFrame], torch.Tensor], windows: pd.DataFrame,
+                    batch: int = 512) -> torch.Tensor:
+    """1-based full-ranking rank of each window's target under ``score(rows)``
+    ([B, n_items + 1], column 0 = -inf), in row order."""
+    ranks = [torch.zeros(0, dtype=torch.long)]
     for lo in range(0, len(windows), batch):
         rows = windows.iloc[lo:lo + batch]
         ranks.append(target_ranks(score(rows), torch.as_tensor(rows["target"].to_numpy(dtype=np.int64, copy=True))))
-    return metrics_from_ranks(torch.cat(ranks) if ranks else torch.zeros(0), sorted(set(ks) | {10}))
+    return torch.cat(ranks)
 
 
 # correction

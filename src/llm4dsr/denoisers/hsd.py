@@ -35,7 +35,7 @@ probability, sigmoid(u1 - u0) * sigmoid(s1 - s0), ranks noise near chance in the
 As in the reference the user-level query is the target in training and the user's embedding
 at inference, so corrections and scores read no target.
 
-Hyperparameters (``DEFAULTS``) follow the reference code (run_hsd.py, config/text.yml, the
+Hyperparameters (the schema's defaults of ``denoise.hsd``) follow the reference code (run_hsd.py, config/text.yml, the
 trainer): lr 1e-3, batch 256, weight decay 0, Gumbel temperature 0.5 with annealing, AE dropout
 0.3, attention dropout 0.2, curriculum 0.2 -> 0 over 10 epochs, BPR drop 0.2, early stopping
 patience 10 (up to 300 epochs). Departures: hidden size 64, the study's backbone size (the
@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .base import Denoiser, apply_edits, check_items, fit_windows, pad, rank_metrics, train_epochs
+from .base import Denoiser, apply_edits, check_items, fit_windows, pad, train_epochs
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +145,9 @@ KEPT_LOGP = float(np.log(1e-3))  # the score of a kept item (a dropped one score
 
 class HSD(Denoiser):
     name = "hsd"
-    DEFAULTS: dict[str, Any] = {
-        "hidden": 64, "lr": 1e-3, "batch_size": 256, "weight_decay": 0.0,
-        "ae_dropout": 0.3, "att_dropout": 0.2, "dropout": 0.3,   # dropout: the GRU4Rec sub-model's (RecBole 0.3)
-        "gumbel_tau": 0.5, "curriculum_drop": 0.2, "curriculum_epochs": 10, "bpr_drop": 0.2,
-        "clip_grad": 5.0, "max_epochs": 300, "patience": 10,
-    }
 
     def fit(self, windows: pd.DataFrame, n_items: int, cfg: Mapping[str, Any], seed: int,
             threads: int = 1) -> "HSD":
-        cfg = self.settings(cfg)
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -168,7 +161,6 @@ class HSD(Denoiser):
         users = torch.as_tensor(train["user"].to_numpy(dtype=np.int64, copy=True))
         order = torch.Generator().manual_seed(seed)
         state = {"tau": cfg["gumbel_tau"], "batches": 0}
-
         schedule = np.linspace(cfg["curriculum_drop"], 0.0, cfg["curriculum_epochs"])
 
         def run_epoch(epoch: int) -> float:
@@ -260,7 +252,3 @@ class HSD(Denoiser):
         user_s, seq_s, _ = self.net.signals(x, q)
         keep = ~((user_s[..., 1] > user_s[..., 0]) & (seq_s[..., 1] > seq_s[..., 0]))
         return self.net.recommend(x, keep.float() * (x > 0))
-
-    def evaluate(self, windows: pd.DataFrame, split: str | None, ks: Iterable[int]) -> dict[str, float]:
-        rows = windows if split is None else windows[windows["split"] == split]
-        return rank_metrics(self.score_all, rows, ks)

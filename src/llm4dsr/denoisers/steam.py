@@ -26,7 +26,7 @@ prediction read a window's history only. Corrected windows apply the corrector's
 operation at every history item (deletions and insertions), the target never changes. The
 item's noise score is the corrector's log-probability of *delete*.
 
-Hyperparameters (``DEFAULTS``) from the paper and the reference code (main.py): hidden 64, one
+Hyperparameters (the schema's defaults of ``denoise.steam``) from the paper and the reference code (main.py): hidden 64, one
 head, one encoder layer, dropout 0.5, feed-forward 4 x hidden, GELU, lr 1e-3, batch 256,
 corruption probabilities keep/delete/insert 0.4/0.5/0.1, at most 5 items inserted before an
 item, mask probability 0.5, corrupted sequences up to 10 items longer than the raw ones
@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Denoiser, apply_edits, check_items, fit_windows, pad, rank_metrics, train_epochs
+from .base import Denoiser, apply_edits, check_items, fit_windows, pad, train_epochs
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,9 @@ class STEAMNet(nn.Module):
 
 class STEAM(Denoiser):
     name = "steam"
-    DEFAULTS: dict[str, Any] = {
-        "hidden": 64, "heads": 1, "layers": 1, "dropout": 0.5, "lr": 1e-3, "batch_size": 256,
-        "p_keep": 0.4, "p_delete": 0.5, "max_insert": 5, "mask_prob": 0.5, "extra_len": 10,
-        "clip_grad": 5.0, "max_epochs": 300, "patience": 10,
-    }
 
     def fit(self, windows: pd.DataFrame, n_items: int, cfg: Mapping[str, Any], seed: int,
             threads: int = 1) -> "STEAM":
-        cfg = self.settings(cfg)
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
@@ -296,7 +290,3 @@ class STEAM(Denoiser):
         x = pad([s[-(self.mod_len - 1):] + [self.net.mask] for s in corrected])
         at = (x == self.net.mask).long().argmax(1)
         return self.net.vocab(self.net.cloze_states(x)[torch.arange(len(x)), at])[:, :self.n_items + 1]
-
-    def evaluate(self, windows: pd.DataFrame, split: str | None, ks: Iterable[int]) -> dict[str, float]:
-        rows = windows if split is None else windows[windows["split"] == split]
-        return rank_metrics(self.score_all, rows, ks)
