@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import Llm4dsrError
 from .base import Denoiser, apply_edits, check_items, fit_windows, pad, train_epochs
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,8 @@ class STEAM(Denoiser):
         return out, ops, targets
 
     def _cloze_batch(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(masked input, original items, loss mask) for the Cloze task, right-padded to mod_len."""
+        """(masked input, original items, loss mask) for the Cloze task: the newest mod_len items
+        of each sequence, right-padded (an empty sequence is one EOS token, never masked)."""
         x = pad([s[-self.mod_len:] if s else [self.net.eos] for s in seqs])
         real = (x > 0) & (x != self.net.eos)
         masked = torch.as_tensor(self.rng.random(tuple(x.shape)) < self.cfg["mask_prob"]) & real
@@ -267,7 +269,7 @@ class STEAM(Denoiser):
         seqs = [list(map(int, s)) for s in units["items"]]
         check_items(seqs, self.n_items, "units.parquet")
         if any(len(s) > POSITIONS for s in seqs):
-            raise ValueError(f"steam scores units of at most {POSITIONS} items")
+            raise Llm4dsrError(f"units.parquet: steam scores units of at most {POSITIONS} items (config score.block)")
         return [lp[:, DELETE] for lp in self._operations(seqs)[0]]
 
     def correct(self, windows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
