@@ -243,3 +243,10 @@ def test_registry_and_errors():
         make_denoiser("nope")
     with pytest.raises(Llm4dsrError, match="train and valid"):
         HSD().fit(make_log(n_users=4, length=5)[1].assign(split="train"), 40, HSD_FAST, seed=0)
+
+
+def test_detection_pairs_the_llm_with_each_denoiser():
+    from llm4dsr.metrics import paired_comparisons
+
+    pairs = paired_comparisons(["llm_full_title", "popularity", "hsd", "steam"])
+    assert {("llm_full_title", "popularity"), ("llm_full_title", "hsd"), ("llm_full_title", "steam")} <= set(pairs)

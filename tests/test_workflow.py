@@ -69,6 +69,7 @@ def report_run(tmp_path_factory):
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["datasets"] = {"synth": {"source": "local", "interactions": "none.csv", "items": "none.csv"}}
     cfg["noise"]["settings"] = list(noises)
+    cfg["denoise"] = {"methods": []}  # this tree has no denoiser outputs; fixture denoise_run tests them
     cfg["backbone"].update(models=["sasrec", "gru4rec"], conditions=["clean", "noisy", "llm4dsr", "popularity"],
                            seeds=[0], hidden=8, max_epochs=2, patience=1)
     cfg["report"] = {"noise": "uniform-0.1", "threshold_sweep": [0, 90], "sweep_models": ["sasrec"], "examples": 3}

@@ -30,8 +30,9 @@ this binary gate, so an item's noise score is the gate itself: log 1 = 0 when dr
 log 1e-3 when kept (ties within each group); detection metrics then describe the drop decisions
 (ROC-AUC = balanced accuracy). A continuous score would mislead: the sampled gate's own drop
 probability, sigmoid(u1 - u0) * sigmoid(s1 - s0), ranks noise near chance in the synthetic tests
-(ROC-AUC 0.51) while the drop decisions are 90% noise, because the two levels mark noise jointly
-(both votes), not singly, and an item with one vote is no more suspicious than one with none.
+(ROC-AUC 0.51) while 70-100% of the drops are noise (five seeds), because the two levels mark
+noise jointly (both votes), not singly, and an item with one vote is no more suspicious than
+one with none.
 As in the reference the user-level query is the target in training and the user's embedding
 at inference, so corrections and scores read no target.
 
