@@ -151,6 +151,8 @@ def test_denoise_rule_feeds_detection_backbones_and_results(denoise_run):
         result = json.loads((base / "denoise" / f"{name}.json").read_text())
         assert set(result["test"]) == {f"{m}@{k}" for m in ("hr", "ndcg") for k in (5, 10, 20)}
         assert result["train_seconds"] > 0 and result["condition"] == name
+        ranks = pd.read_parquet(base / "denoise" / f"{name}.ranks.parquet")
+        assert list(ranks.columns) == ["window", "user", "rank"] and len(ranks) == result["n_test"]
         assert (wd / "results" / "benchmarks" / "denoise" / "synth" / "uniform-0.1" / f"{name}.tsv").exists()
         assert (wd / "logs" / "denoise" / "synth" / "uniform-0.1" / f"{name}.log").exists()
     table = pd.read_csv(base / "results.csv")
