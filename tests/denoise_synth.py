@@ -57,26 +57,3 @@ def _windows(seq: pd.DataFrame, h: int, split: dict | None = None) -> pd.DataFra
         w.insert(2, "split", [split[k] for k in zip(w["user"], w["target_pos"])])
     return w[["window", "user", "split", "target_pos", "time", "history", "history_noise", "history_clean",
               "target", "target_noise", "target_clean"]]
-
-
-def make_runs(n_users: int = 60, length: int = 20, n_items: int = 40, rate: float = 0.1, max_history: int = 10,
-              seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sequences that walk the catalogue in order (s, s+1, s+2, ... wrapping after n_items)
-    from a random start; noise replaces an item, with probability ``rate``, by a uniformly
-    drawn item that is not its clean item. Same outputs as :func:`make_log`."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        start = int(rng.integers(n_items))
-        for p in range(length):
-            clean = 1 + (start + p) % n_items
-            noisy = rng.random() < rate
-            other = 1 + (clean + int(rng.integers(1, n_items)) - 1) % n_items  # any item but the clean one
-            rows.append((u, p, u * 7 + p * 1000, int(other if noisy else clean), clean, int(noisy)))
-    seq = pd.DataFrame(rows, columns=["user", "pos", "timestamp", "item", "item_clean", "noise"])
-    windows = _windows(seq, max_history)
-    split = dict(zip(zip(windows["user"], windows["target_pos"]), windows["split"]))
-    seq["split"] = [split.get(k, "none") for k in zip(seq["user"], seq["pos"])]
-    test = seq["split"] == "test"
-    seq.loc[test, "item"], seq.loc[test, "noise"] = seq.loc[test, "item_clean"], 0
-    return seq, _windows(seq, max_history, split)
