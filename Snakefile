@@ -18,6 +18,7 @@ include: "workflow/rules/export.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/detect.smk"
 include: "workflow/rules/correct.smk"
+include: "workflow/rules/denoise.smk"
 include: "workflow/rules/backbone.smk"
 include: "workflow/rules/report.smk"
 

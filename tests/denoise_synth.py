@@ -13,13 +13,18 @@ import pandas as pd
 
 
 def make_log(n_users: int = 40, length: int = 20, half: int = 20, rate: float = 0.1,
-             max_history: int = 5, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+             max_history: int = 5, seed: int = 0, cycle: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """With ``cycle``, a user walks their community in order (s, s+1, ..., wrapping within it)
+    from a random start, so the next item is predictable as well."""
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(n_users):
         base = 1 + (u % 2) * half
-        # a user walks through a random subset of their community, so neighbours co-occur
-        clean = base + rng.choice(half, size=length, replace=length > half)
+        if cycle:
+            clean = base + (int(rng.integers(half)) + np.arange(length)) % half
+        else:
+            # a user walks through a random subset of their community, so neighbours co-occur
+            clean = base + rng.choice(half, size=length, replace=length > half)
         for p, it in enumerate(clean):
             noisy = rng.random() < rate
             other = 1 + (1 - u % 2) * half + rng.integers(half)

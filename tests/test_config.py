@@ -55,6 +55,9 @@ def _set(cfg: dict, path: tuple, value) -> dict:
     (("window", "split"), [0.8, 0.1, 0.2], "window.split: [0.8, 0.1, 0.2] must sum to 1"),
     (("report", "noise"), "uniform-0.5", "report.noise: 'uniform-0.5' is not one of noise.settings"),
     (("report", "sweep_models"), ["caser", "gru4rec", "sasrec", "nope"], "report.sweep_models[3]: 'nope'"),
+    (("denoise", "methods"), ["steam", "dros"], "denoise.methods[1]: 'dros'"),
+    (("denoise", "methods"), [], "backbone.conditions: ['hsd', 'steam'] are denoisers missing from denoise.methods"),
+    (("denoise", "steam"), {"p_delete": 0.7}, "denoise.steam: p_keep + p_delete must be at most 1"),
 ])
 def test_wrong_value_names_the_key_in_one_line(name, path, value, named):
     with pytest.raises(ConfigError) as err:
@@ -84,19 +87,22 @@ def test_defaults_are_filled_and_whole_number_floats_become_integers():
 
 def test_schema_enums_are_the_registered_names():
     """The schema's name lists come from llm4dsr.names, and the code's registries agree."""
-    from llm4dsr import detectors
+    from llm4dsr import denoisers, detectors
     from llm4dsr.backbones import MODELS
 
     defs = config.schema()["$defs"]
     assert defs["detector"]["enum"] == list(names.DETECTORS)
     assert defs["condition"]["enum"] == list(names.CONDITIONS)
     assert defs["backbone"]["enum"] == list(names.BACKBONES) == list(MODELS)
+    assert defs["denoiser"]["enum"] == list(names.DENOISERS) == list(denoisers.DENOISERS)
+    assert set(config.schema()["properties"]["denoise"]["properties"]) == {"methods", "threads", *names.DENOISERS}
     assert defs["score_method"]["enum"] == list(names.LLM_METHODS)
     assert re.fullmatch(defs["noise_setting"]["pattern"], "confusable-0.25")
     assert all(re.fullmatch(names.NOISE_SETTING, f"{m}-0.1") for m in names.NOISE_MODELS)
     assert set(detectors._registered()) == set(names.DETECTORS)
-    assert set(names.CONDITIONS) >= {*names.REFERENCE_CONDITIONS, *names.LLM_CONDITIONS, *names.DETECTORS, "random"}
-    assert set(names.LABELS) >= {*names.LLM_SCORES, *names.DETECTORS, *names.COMBINATIONS}
+    assert set(names.CONDITIONS) >= {*names.REFERENCE_CONDITIONS, *names.LLM_CONDITIONS, *names.DETECTORS, "random",
+                                     *names.DENOISERS}
+    assert set(names.LABELS) >= {*names.LLM_SCORES, *names.DETECTORS, *names.COMBINATIONS, *names.DENOISERS}
 
 
 def _schema_keys() -> set[str]:

@@ -1,5 +1,5 @@
 """The whole chain under Snakemake on the tiny configuration (.test/config.yaml): data ->
-noise -> units -> fine-tune -> export -> score -> detect -> combine -> correct ->
+noise -> units -> fine-tune -> export -> score -> detect -> combine -> correct / denoise ->
 backbone -> report, with `snakemake --cores 2` in a temporary folder and the tiny random
 Llama as the base model. Then every file the run wrote is checked against
 docs/outputs.md: it must be documented there, and its columns (Parquet, CSV, TSV,
@@ -46,6 +46,7 @@ WINDOWS = ("window", "user", "split", "target_pos", "time", "history", "history_
 UNITS = ("unit", "user", "split", "window", "positions", "items", "noise")
 SCORES = ("unit", "probs", "logp")
 CHANGES = ("unit", "user", "split", "pos", "old_item", "new_item", "prob", "was_noise")
+DENOISERS = "hsd|steam"  # llm4dsr.names.DENOISERS, whose changes also name their window and operation
 SWEEP = ("model", "condition", "seeds", "n_test", "test_users", "{metric}_mean", "{metric}_ci_low", "{metric}_ci_high",
          "{metric}_std", "{metric}_gain_pct", "{metric}_diff_noisy", "{metric}_diff_noisy_ci_low",
          "{metric}_diff_noisy_ci_high", "best_epoch_mean", "train_seconds_mean")
@@ -82,8 +83,15 @@ OUTPUTS = [
             "pr_auc_ci", "top1_ci", "top1_units", "threshold", "flagged", "precision", "recall", "calibration", "ece")),
     Output(f"{R}/{{noise}}/correct/{{condition}}/windows.parquet", rf"{N}/correct/[\w.-]+/windows\.parquet", "parquet",
            WINDOWS, f"{R}/{{noise}}/windows.parquet"),
-    Output(f"{R}/{{noise}}/correct/{{condition}}/changes.parquet", rf"{N}/correct/[\w.-]+/changes\.parquet", "parquet",
-           CHANGES),
+    Output(f"{R}/{{noise}}/correct/{{condition}}/changes.parquet",
+           rf"{N}/correct/(?!(?:{DENOISERS})/)[\w.-]+/changes\.parquet", "parquet", CHANGES),
+    Output(f"{R}/{{noise}}/correct/{{denoiser}}/changes.parquet", rf"{N}/correct/({DENOISERS})/changes\.parquet",
+           "parquet", (*CHANGES, "window", "op")),
+    Output(f"{R}/{{noise}}/denoise/{{denoiser}}.json", rf"{N}/denoise/({DENOISERS})\.json", "backbone",
+           ("model", "condition", "seed", "test", "valid", "best_epoch", "epochs_run", "n_train", "n_valid", "n_test",
+            "n_items", "dataset", "noise", "train_seconds", "score_seconds", "correct_seconds", "changes", "config")),
+    Output(f"{R}/{{noise}}/denoise/{{denoiser}}.ranks.parquet", rf"{N}/denoise/({DENOISERS})\.ranks\.parquet",
+           "parquet", ("window", "user", "rank")),
     Output(f"{R}/finetune/", r"finetune/sft_train\.jsonl", "jsonl",
            ("prompt", "response", "noise_index", "items", "original", "candidates")),
     Output(f"{R}/finetune/", r"finetune/loss\.tsv", "tsv", ("step", "loss", "tokens", "seconds")),
@@ -153,7 +161,8 @@ def test_the_chain_runs_to_the_report_and_is_complete(run):
     top = run / "results" / "ml-tiny"
     assert (top / "report" / "report.html").stat().st_size > 10_000
     for rule in ("data", "noise", "units", "selfsup_units", "finetune", "export", "score", "detector_scores",
-                 "combine", "detection_metrics", "correct", "backbone", "backbone_table", "sweep_table", "report"):
+                 "combine", "detection_metrics", "correct", "denoise", "backbone", "backbone_table", "sweep_table",
+                 "report"):
         assert any((run / "logs" / rule).rglob("*.log")), rule
     again = subprocess.run([*SNAKEMAKE, "-d", str(run), "--cores", "2", "-n"], capture_output=True, text=True,
                            timeout=300)
@@ -188,8 +197,8 @@ def test_every_output_has_its_documented_columns(run):
             data = json.loads(path.read_text())
             paired = data.pop("paired")
             assert set(data) == {"llm_full_title", "llm_first_token", "popularity", "cooccurrence", "combined",
-                                 "combined_collab"}, rel
-            assert "llm_full_title - popularity" in paired and "combined - combined_collab" in paired, rel
+                                 "combined_collab", "hsd", "steam"}, rel
+            assert {"llm_full_title - popularity", "llm_full_title - steam", "combined - combined_collab"} <= set(paired)
             for pair in paired.values():  # "A - B" -> split -> metric -> diff, ci
                 assert set(pair) == {"train", "valid", "test"} and all(
                     set(m) == {"roc_auc", "pr_auc", "top1"} and all(set(v) == {"diff", "ci"} for v in m.values())
@@ -216,7 +225,8 @@ def test_the_chain_is_wired(run):
     windows = pd.read_parquet(base / "windows.parquet")
     units = pd.read_parquet(base / "units.parquet").set_index("unit")
     held = windows["split"] != "train"
-    for cond in ("clean", "llm4dsr", "llm4dsr_no_uncertainty", "popularity", "cooccurrence", "random", "llm4dsr-p50"):
+    for cond in ("clean", "llm4dsr", "llm4dsr_no_uncertainty", "popularity", "cooccurrence", "random", "llm4dsr-p50",
+                 "hsd", "steam"):
         out = pd.read_parquet(base / "correct" / cond / "windows.parquet")
         assert out["window"].equals(windows["window"]) and out["split"].equals(windows["split"]), cond
         if cond != "clean":
@@ -229,5 +239,6 @@ def test_the_chain_is_wired(run):
     assert len(llm) and rnd.groupby("split").size().equals(llm.groupby("split").size())
     results = pd.read_csv(base / "results.csv")
     assert set(results["condition"]) == {"clean", "noisy", "llm4dsr", "llm4dsr_no_uncertainty", "popularity",
-                                         "cooccurrence", "random"}
+                                         "cooccurrence", "random", "hsd", "steam"}
+    assert {("hsd", "hsd"), ("steam", "steam")} <= set(zip(results["model"], results["condition"]))  # own recommenders
     assert set(pd.read_csv(base / "sweep.csv")["condition"]) == {"noisy", "llm4dsr-p50"}

@@ -5,6 +5,7 @@ on a synthetic results tree.
 No sbatch/sinfo stubs are needed: a dry run never starts the executor plugin, it only
 parses the profile (which needs the plugin installed) and prints each job's resources.
 """
+import json
 import re
 import shutil
 import subprocess
@@ -68,6 +69,7 @@ def report_run(tmp_path_factory):
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["datasets"] = {"synth": {"source": "local", "interactions": "none.csv", "items": "none.csv"}}
     cfg["noise"]["settings"] = list(noises)
+    cfg["denoise"] = {"methods": []}  # this tree has no denoiser outputs; fixture denoise_run tests them
     cfg["backbone"].update(models=["sasrec", "gru4rec"], conditions=["clean", "noisy", "llm4dsr", "popularity"],
                            seeds=[0], hidden=8, max_epochs=2, patience=1)
     cfg["report"] = {"noise": "uniform-0.1", "threshold_sweep": [0, 90], "sweep_models": ["sasrec"], "examples": 3}
@@ -106,3 +108,54 @@ def test_snakemake_report_holds_the_figures(report_run):
     page = (wd / "snakemake_report.html").read_text()
     for name in ("threshold.png", "examples.png", "report.html", "detection.csv", "sweep.csv"):
         assert name in page, name
+
+
+@pytest.fixture(scope="module")
+def denoise_run(tmp_path_factory):
+    """Rule denoise end to end on a synthetic tree: HSD and STEAM fitted (tiny settings),
+    their scores joining detection.json, their windows trained as conditions (FMLP-Rec
+    among the backbones), their own recommenders in results.csv."""
+    wd = tmp_path_factory.mktemp("denoise")
+    top = report_synth.build(wd / "results", noises=("uniform-0.1",))
+    base = top / "uniform-0.1"
+    for name in ("detection.json", "results.csv", "results.md"):
+        (base / name).unlink()
+    shutil.rmtree(base / "backbone")
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["datasets"] = {"synth": {"source": "local", "interactions": "none.csv", "items": "none.csv"}}
+    cfg["noise"]["settings"] = ["uniform-0.1"]
+    tiny = {"hidden": 8, "batch_size": 32, "max_epochs": 2, "patience": 1}
+    cfg["denoise"] = {"methods": ["hsd", "steam"], "hsd": tiny, "steam": tiny}
+    cfg["backbone"].update(models=["fmlprec"], conditions=["noisy", "hsd", "steam"], seeds=[0], hidden=8,
+                           max_epochs=2, patience=1)
+    cfg["report"] = {"noise": "uniform-0.1", "threshold_sweep": [], "sweep_models": ["fmlprec"], "examples": 3}
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    targets = [f"results/synth/uniform-0.1/{name}" for name in ("detection.json", "results.md")]
+    allowed = ["--allowed-rules", "denoise", "detection_metrics", "backbone", "backbone_table"]
+    out = snakemake(wd, *targets, "--cores", "2", *allowed)
+    return wd, base, out
+
+
+def test_denoise_rule_feeds_detection_backbones_and_results(denoise_run):
+    wd, base, out = denoise_run
+    windows = pd.read_parquet(base / "windows.parquet")
+    detection = json.loads((base / "detection.json").read_text())
+    for name in ("hsd", "steam"):
+        corrected = pd.read_parquet(base / "correct" / name / "windows.parquet")
+        assert list(corrected.columns) == list(windows.columns) and len(corrected) == len(windows)
+        held = windows["split"] != "train"
+        assert (corrected["target"] == windows["target"]).all() and held.any()
+        changes = pd.read_parquet(base / "correct" / name / "changes.parquet")
+        assert {"op", "window", "was_noise"} <= set(changes.columns)
+        assert detection[name]["test"]["items"] > 0 and "roc_auc" in detection[name]["train"]
+        result = json.loads((base / "denoise" / f"{name}.json").read_text())
+        assert set(result["test"]) == {f"{m}@{k}" for m in ("hr", "ndcg") for k in (5, 10, 20)}
+        assert result["train_seconds"] > 0 and result["condition"] == name
+        ranks = pd.read_parquet(base / "denoise" / f"{name}.ranks.parquet")
+        assert list(ranks.columns) == ["window", "user", "rank"] and len(ranks) == result["n_test"]
+        assert (wd / "results" / "benchmarks" / "denoise" / "synth" / "uniform-0.1" / f"{name}.tsv").exists()
+        assert (wd / "logs" / "denoise" / "synth" / "uniform-0.1" / f"{name}.log").exists()
+    table = pd.read_csv(base / "results.csv")
+    pairs = set(zip(table["model"], table["condition"]))
+    assert {("fmlprec", c) for c in ("noisy", "hsd", "steam")} <= pairs
+    assert {("hsd", "hsd"), ("steam", "steam")} <= pairs  # the denoisers' own recommenders

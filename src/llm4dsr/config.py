@@ -32,6 +32,7 @@ _NAMED = {
     "detector": {"enum": list(names.DETECTORS)},
     "condition": {"enum": list(names.CONDITIONS)},
     "backbone": {"enum": list(names.BACKBONES)},
+    "denoiser": {"enum": list(names.DENOISERS)},
 }
 
 
@@ -181,6 +182,12 @@ def _derive(cfg: dict, source: str) -> None:
         report["noise"] = next((s for s in settings if names.noise_rate(s) > 0), settings[0])
     if report["noise"] not in settings:
         raise ConfigError(f"{source}: report.noise: {report['noise']!r} is not one of noise.settings {settings}")
+    unfitted = [c for c in cfg["backbone"]["conditions"] if c in names.DENOISERS and c not in cfg["denoise"]["methods"]]
+    if unfitted:
+        raise ConfigError(f"{source}: backbone.conditions: {unfitted} are denoisers missing from denoise.methods "
+                          f"{cfg['denoise']['methods']}")
+    if cfg["denoise"]["steam"]["p_keep"] + cfg["denoise"]["steam"]["p_delete"] > 1:
+        raise ConfigError(f"{source}: denoise.steam: p_keep + p_delete must be at most 1")
     models = cfg["backbone"]["models"]
     if report["sweep_models"] is None:
         report["sweep_models"] = models[:1]

@@ -7,6 +7,11 @@ colours all derive from these lists; tests/test_config.py checks that they agree
 Adding a detector: its class in detectors.py (``name`` = its key here), its entry in
 DETECTORS below (the label figures show), and its test. It then becomes a config
 ``detectors`` value, a correction condition and a row of every detection table.
+
+Adding a published denoiser: its module in denoisers/ (a Denoiser, ``name`` = its key
+here), its entry in DENOISERS below, its hyperparameters under ``denoise.<name>`` in the
+schema, and its test. It then becomes a ``denoise.methods`` value, a condition, a row of
+every detection table and, with its own recommender, a model of the results table.
 """
 from __future__ import annotations
 
@@ -47,16 +52,22 @@ DETECTORS = {"popularity": "popularity", "cooccurrence": "co-occurrence", "idtra
 # configured detectors; "combined_collab" leaves it out, so the gap is what the LLM adds.
 COMBINATIONS = ("combined", "combined_collab")
 
+# Published denoisers (denoisers/), name -> label: each is fitted per dataset and noise
+# setting (rule denoise), scores the units as a detector does, corrects the windows
+# itself (a condition) and has its own recommender (a model of the results table).
+DENOISERS = {"hsd": "HSD", "steam": "STEAM"}
+
 LABELS = {"llm_full_title": "LLM (whole title)", "llm_first_token": "LLM (first token)",
-          **DETECTORS, "combined": "combined (calibrated)", "combined_collab": "combined, no LLM"}
+          **DETECTORS, "combined": "combined (calibrated)", "combined_collab": "combined, no LLM", **DENOISERS}
 
 # --------------------------------------------------------------------------- conditions
 # What a backbone is trained and tested on. clean and noisy are the data as they are;
-# every other condition is made by the correction stage.
+# the corrections are made by the correction stage (rule correct), the denoisers'
+# conditions by the denoisers themselves (rule denoise).
 REFERENCE_CONDITIONS = ("clean", "noisy")
 LLM_CONDITIONS = ("llm4dsr", "llm4dsr_no_uncertainty")
 CORRECTIONS = (*LLM_CONDITIONS, *DETECTORS, "random")
-CONDITIONS = (*REFERENCE_CONDITIONS, *CORRECTIONS)
+CONDITIONS = (*REFERENCE_CONDITIONS, *CORRECTIONS, *DENOISERS)
 SWEEP_CONDITION = re.compile(r"llm4dsr-p([0-9]+(?:\.[0-9]+)?)")  # the threshold sweep's llm4dsr-p<T>
 
 
@@ -65,7 +76,7 @@ def sweep_condition(threshold: float) -> str:
 
 
 # --------------------------------------------------------------------------- backbones
-BACKBONES = ("sasrec", "gru4rec", "caser")
+BACKBONES = ("sasrec", "gru4rec", "caser", "fmlprec")
 
 
 def pattern(names) -> str:

@@ -1,7 +1,8 @@
-# Backbone stage: SASRec, GRU4Rec and Caser trained on each condition's windows
+# Backbone stage: SASRec, GRU4Rec, Caser and FMLP-Rec trained on each condition's windows
 # (model selection on valid only, one final test evaluation; every seed in one job),
 # and the results table of each noise setting (means with intervals, paired
-# differences against `noisy` and `clean`).
+# differences against `noisy` and `clean`; the denoisers' own recommenders, from rule
+# denoise, join it as models of their own).
 
 rule clean_windows:
     input:

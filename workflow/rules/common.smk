@@ -41,8 +41,9 @@ LLM_MAIN = names.llm_score(config["score"]["method"])  # the LLM score correctio
 
 
 def detection_detectors():
-    """Every detector in detection.json: the LLM scorers, the baselines, the combinations."""
-    return [*names.LLM_SCORES, *config["detectors"], *names.COMBINATIONS]
+    """Every detector in detection.json: the LLM scorers, the baselines, the combinations,
+    the published denoisers (their scores come from rule denoise)."""
+    return [*names.LLM_SCORES, *config["detectors"], *names.COMBINATIONS, *config["denoise"]["methods"]]
 
 
 def combined_parts(combination="combined"):
@@ -85,6 +86,11 @@ def correct_inputs(wildcards):
     return inputs
 
 
+def denoiser_settings(wildcards):
+    """config `denoise.<name>`: the hyperparameters of one published denoiser (denoise.smk)."""
+    return config["denoise"][wildcards.denoiser]
+
+
 # LLM stages (finetune.smk, export.smk, score.smk) ---------------------------------------
 def export_outputs(dataset):
     """The GGUF files the export route writes."""
@@ -121,7 +127,11 @@ def _runs(wildcards, models, conditions):
 
 
 def backbone_results(wildcards):
-    return _runs(wildcards, config["backbone"]["models"], config["backbone"]["conditions"])
+    """Every backbone run of a noise setting, and each denoiser's own recommender (one
+    run, seed `seed`, written by rule denoise)."""
+    runs = _runs(wildcards, config["backbone"]["models"], config["backbone"]["conditions"])
+    own = [f"results/{wildcards.dataset}/{wildcards.noise}/denoise/{d}.json" for d in config["denoise"]["methods"]]
+    return {"runs": runs["runs"] + own, "ranks": runs["ranks"] + [r.replace(".json", ".ranks.parquet") for r in own]}
 
 
 def backbone_tables():

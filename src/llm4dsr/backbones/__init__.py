@@ -1,5 +1,5 @@
-"""The backbone stage: the paper's three recommenders behind one interface, their
-registry, the trainer (trainer.py) and the results table (results.py).
+"""The backbone stage: the paper's three recommenders and FMLP-Rec behind one interface,
+their registry, the trainer (trainer.py) and the results table (results.py).
 
 Every model maps a left-padded history [B, L] to scores over all items
 [B, n_items + 1] (``forward``) and has a full-softmax ``loss(history, target)``.
@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 from ..io import Llm4dsrError
 from .base import SequentialRecommender
 from .caser import Caser
+from .fmlprec import FMLPRec
 from .gru4rec import GRU4Rec
 from .sasrec import SASRec
 
@@ -19,6 +20,7 @@ _BUILDERS: dict[str, Callable[[int, int, Mapping[str, Any]], SequentialRecommend
     "sasrec": lambda n, L, c: SASRec(n, L, c["hidden"], c["layers"], c["heads"], c["dropout"]),
     "gru4rec": lambda n, L, c: GRU4Rec(n, L, c["hidden"], c["layers"], c["dropout"]),
     "caser": lambda n, L, c: Caser(n, L, c["hidden"], c["dropout"], c["caser_h"], c["caser_v"]),
+    "fmlprec": lambda n, L, c: FMLPRec(n, L, c["hidden"], c["layers"], c["dropout"]),
 }
 MODELS = tuple(_BUILDERS)
 
@@ -33,4 +35,4 @@ def build(name: str, n_items: int, cfg: Mapping[str, Any], max_len: int = 10) ->
     return _BUILDERS[name](n_items, max_len, cfg)
 
 
-__all__ = ["MODELS", "SequentialRecommender", "SASRec", "GRU4Rec", "Caser", "build"]
+__all__ = ["MODELS", "SequentialRecommender", "SASRec", "GRU4Rec", "Caser", "FMLPRec", "build"]
