@@ -213,7 +213,8 @@ def convert_hf(model_dir: str | Path, out: str | Path, outtype: str = "f16") -> 
         raise Llm4dsrError(f"{script}: llama.cpp converter missing (run ./setup.sh)")
     out = Path(out)
     with atomic_path(out) as tmp:
-        env = dict(os.environ, PYTHONPATH=str(CONVERTER_DIR / "gguf-py"))
+        path = os.pathsep.join(p for p in (str(CONVERTER_DIR / "gguf-py"), os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, PYTHONPATH=path)
         res = subprocess.run([sys.executable, str(script), str(model_dir), "--outfile", str(tmp),
                               "--outtype", outtype], env=env, capture_output=True, text=True)
         if res.returncode != 0:
@@ -309,8 +310,10 @@ def _base_qtype(path: Path) -> str:
     return max(counts, key=counts.get) if counts else "F32"
 
 
-def run_from_config(adapter_dir, llm_cfg: dict, export_cfg: dict, out_dir, threads: int = 2) -> dict:
-    """The workflow step: export as ``export.route`` says, with parity prompts in the study's format."""
+def run_from_config(adapter_dir, llm_cfg: dict, export_cfg: dict, out_dir, prompt_style: str,
+                    threads: int = 2) -> dict:
+    """The workflow step: export as ``export.route`` says, with parity prompts in the
+    configured prompt style (config `prompt.style`)."""
     from . import prompts
     from .llm import resolve
 
@@ -319,6 +322,6 @@ def run_from_config(adapter_dir, llm_cfg: dict, export_cfg: dict, out_dir, threa
         raise Llm4dsrError(f"export.inference_quant={export_cfg['inference_quant']}: not in export.quant_types")
     titles = ["Toy Story (1995)", "Heat (1995)", "Casino (1995)", "Sabrina (1954)", "Jumanji (1995)"]
     n = export_cfg["parity_prompts"]
-    texts = [prompts.prompt(titles[k:] + titles[:k]) for k in range(n)]
+    texts = [prompts.prompt(titles[k:] + titles[:k], prompt_style) for k in range(n)]
     base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
     return run(adapter_dir, base, export_cfg["route"], out_dir, quants, texts, threads, llm_cfg["dtype"])
