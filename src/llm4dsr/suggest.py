@@ -56,7 +56,7 @@ class Suggester:
 
     def suggest(self, history_titles: list[str], index: int, exclude: set[int]) -> tuple[int, str]:
         """(item, title) to replace ``history_titles[index]``."""
-        text = prompts.suggestion_prompt(history_titles, history_titles[index])
+        text = prompts.suggestion_prompt(history_titles, history_titles[index], self.scorer.prompt_style)
         tokens = self.scorer.prompt_tokens(text)
         if self.decoding == "trie":
             return self._trie_decode(tokens, exclude)
