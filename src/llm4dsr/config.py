@@ -196,6 +196,8 @@ def _derive(cfg: dict, source: str) -> None:
         if entry["max_items_per_user"] is not None and entry["max_items_per_user"] < entry["kcore"]:
             raise ConfigError(f"{key}.max_items_per_user: {entry['max_items_per_user']} is less than kcore "
                               f"{entry['kcore']}: no user could keep kcore interactions")
+        if entry["synthetic"] is not None and entry["source"] not in ("amazon2014", "amazon2018"):
+            raise ConfigError(f"{key}.synthetic: only for sources amazon2014 and amazon2018, not {entry['source']}")
     threshold = cfg["correct"]["threshold"]
     if threshold["kind"] == "probability":
         for split in ("train", "test"):

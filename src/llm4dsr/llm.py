@@ -67,6 +67,9 @@ def check_base_model(base_model: str, gguf_file: str | None = None) -> None:
     config.json), or at the shape of a hub id (owner/name); it joins no chunks and
     loads nothing. A hub id's existence is only known when the model is downloaded.
     """
+    named = hf_folder_model(base_model)
+    if named and not Path(base_model).exists():  # rule hf_folder writes it from the offline model
+        return check_base_model(named)
     if base_model in OFFLINE_MODELS or base_model in CHUNKED_MODELS:
         dist = (OFFLINE_MODELS.get(base_model) or CHUNKED_MODELS[base_model])[0]
         try:

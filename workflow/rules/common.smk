@@ -14,6 +14,9 @@ except Llm4dsrError as exc:
     sys.exit(f"error: {exc}")
 
 DATASETS = list(config["datasets"])
+# rule synthetic_raw writes their raw files (rehearsals); rule download fetches the others'
+SYNTHETIC = [d for d, entry in config["datasets"].items() if entry["synthetic"] is not None]
+NO_MATCH = "(?!)"  # a wildcard constraint that matches nothing (an empty list of names)
 NOISES = list(config["noise"]["settings"])
 REPORT = config["report"]
 FINETUNE = config["finetune"]
