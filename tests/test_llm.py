@@ -157,6 +157,20 @@ def test_merged_route_quantizes_and_matches_torch(exported):
         assert all(r["corr"] > min_corr for r in merged["quantized"][q]["prompts"])
 
 
+def test_merged_route_from_a_hugging_face_folder(tiny, trained, tmp_path):
+    """The route a hub base takes (config/paper.yaml): a Hugging Face folder, merged, saved
+    with its tokenizer, converted by llama.cpp's convert_hf_to_gguf.py, quantized."""
+    model, tok = load_torch(tiny)
+    model.save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    base = resolve(str(tmp_path / "hf"))
+    assert base.gguf is None
+    texts = [prompts.prompt([TITLES[i] for i in (1, 2, 3)], "reference")]
+    report = export.run(trained[0] / "adapter", base, "merged", tmp_path / "m", ["Q8_0"], texts)
+    assert report["ok"] and report["quantized"]["Q8_0"]["prompts"][0]["top1_same"]
+    check_gguf(tmp_path / "m" / "model-Q8_0.gguf")
+
+
 def test_parity_failure_is_loud_and_keeps_the_report(tiny, tiny_torch, trained, tmp_path, monkeypatch):
     shared_base(monkeypatch, tiny_torch)
     monkeypatch.setattr(export, "parity", lambda *a, **k: {"ok": False, "prompts": []})

@@ -223,8 +223,9 @@ def convert_hf(model_dir: str | Path, out: str | Path, outtype: str = "f16") -> 
     return out
 
 
-def merged_f16(peft_model, base: BaseModel, out: str | Path, workdir: str | Path) -> Path:
-    """Merge the adapter and write an f16 GGUF (direct for Llama+GGUF bases, else via the converter)."""
+def merged_f16(peft_model, base: BaseModel, out: str | Path, workdir: str | Path, tokenizer=None) -> Path:
+    """Merge the adapter and write an f16 GGUF (direct for Llama+GGUF bases, else via the
+    converter, which reads the model and ``tokenizer`` saved as a Hugging Face folder)."""
     config = peft_model.get_base_model().config
     if base.gguf and config.model_type != "llama":  # no tokenizer files for the converter to read
         raise Llm4dsrError(f"export.route=merged: a GGUF base of architecture {config.model_type} cannot be "
@@ -234,6 +235,8 @@ def merged_f16(peft_model, base: BaseModel, out: str | Path, workdir: str | Path
         return write_llama_gguf(out, merged.state_dict(), config, base.gguf_path, "F16")
     workdir = Path(workdir)
     merged.save_pretrained(workdir / "merged")
+    if tokenizer is not None:  # the converter reads the vocabulary from the folder
+        tokenizer.save_pretrained(workdir / "merged")
     return convert_hf(workdir / "merged", out)
 
 
@@ -285,7 +288,7 @@ def run(adapter_dir: str | Path, base: BaseModel, route: str, out_dir: str | Pat
                         threads)
         report["model"], report["lora"] = str(base.gguf_path), str(lora)
     else:
-        f16 = merged_f16(peft_model, base, out_dir / "model-F16.gguf", out_dir)
+        f16 = merged_f16(peft_model, base, out_dir / "model-F16.gguf", out_dir, tok)
         model_for_parity = peft_model.get_base_model()  # merged in place by merge_and_unload
         report = {"quantized": {}}
         for q in quant_types:
