@@ -1,6 +1,6 @@
 """Small raw files in the real formats of the Amazon review releases, for rehearsals.
 
-A dataset entry with ``synthetic: {users, items}`` (config/rehearsal.yaml) gets its raw
+A dataset entry with ``synthetic: {n_users, n_items}`` (config/rehearsal.yaml) gets its raw
 files from rule ``synthetic_raw`` instead of rule ``download``: nothing is fetched, and
 the data stage then runs the very reader (``amazon2014`` or ``amazon2018``) that real
 files go through. The files imitate the releases' formats and quirks:
@@ -141,7 +141,7 @@ def write_raw(dataset_cfg: dict, file_name: str, out: str | Path, seed: int) -> 
     kinds = raw_file_names(source, category)
     if file_name not in kinds:
         raise Llm4dsrError(f"synthetic: {file_name} is not a raw file of {source} {category} ({', '.join(kinds)})")
-    reviews, meta = amazon_records(size["users"], size["items"], seed)
+    reviews, meta = amazon_records(size["n_users"], size["n_items"], seed)
     if kinds[file_name] == "reviews":
         lines = [json.dumps(r) for r in reviews]
     elif source == "amazon2014":
@@ -149,6 +149,7 @@ def write_raw(dataset_cfg: dict, file_name: str, out: str | Path, seed: int) -> 
     else:
         lines = [json.dumps(m) for m in meta]
     out = Path(out)
-    with atomic_path(out) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-        f.write(("\n".join(lines) + "\n").encode("utf-8"))  # mtime 0: the same bytes on every run
+    with atomic_path(out) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
+        f.write(("\n".join(lines) + "\n").encode("utf-8"))  # no name, mtime 0: the same bytes on every run
     return out
