@@ -5,8 +5,8 @@ import os
 import sys
 
 from llm4dsr import config as configuration, names
-from llm4dsr.llm import CHUNKED_MODELS, OFFLINE_MODELS
 from llm4dsr.io import Llm4dsrError
+from llm4dsr.llm import CHUNKED_MODELS, OFFLINE_MODELS
 
 try:  # fills the schema's defaults; a wrong value stops here, before any job, in one line
     config.update(configuration.validate(config, "config"))
@@ -187,7 +187,8 @@ def sweep_correct(wildcards):
     """config `correct` with the sweep's percentile threshold on train and test alike (on the
     configured scale)."""
     t = float(wildcards.threshold)
-    return {**config["correct"], "threshold": {**config["correct"]["threshold"], "kind": "percentile", "train": t, "test": t}}
+    threshold = {**config["correct"]["threshold"], "kind": "percentile", "train": t, "test": t}
+    return {**config["correct"], "threshold": threshold}
 
 
 def sweep_results(wildcards):
