@@ -556,7 +556,7 @@ def test_titles_that_cannot_fit_the_context_name_the_key(tiny_gguf, tiny_torch, 
     one_line(err, "more than the model's context of 1024", "datasets.<dataset>.max_title_chars")
     assert score_context(tiny_gguf, [[1, 2, 3]], titles) <= 1024
 
-    windows = pd.DataFrame({"split": "train", "history_clean": [[1, 7, 3]] * 4, "target_clean": [4] * 4})
+    windows = pd.DataFrame({"split": "train", "history": [[1, 7, 3]] * 4, "target": [4] * 4})  # observed items
     ex = examples.make_examples(windows, titles, 4, seed=0)
     model, tok = tiny_torch()
     lora = {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj"]}
