@@ -32,12 +32,14 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null || \
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
     $PIP install -q --no-cache-dir "$VENV/src/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz"
 fi
-# Converter scripts from the same llama.cpp that llama-cpp-python was built from.
-if [ ! -f "$VENV/share/llama.cpp/convert_hf_to_gguf.py" ]; then
+# Converter scripts from the same llama.cpp that llama-cpp-python was built from
+# (convert_hf_to_gguf.py imports its model classes from the conversion/ package beside it).
+if [ ! -f "$VENV/share/llama.cpp/convert_hf_to_gguf.py" ] || [ ! -d "$VENV/share/llama.cpp/conversion" ]; then
   mkdir -p "$VENV/share/llama.cpp"
   tar -xzf "$VENV/src/llama_cpp_python-$LLAMA_CPP_VERSION.tar.gz" -C "$VENV/share/llama.cpp" --strip-components=3 \
     "llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp/convert_hf_to_gguf.py" \
     "llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp/convert_lora_to_gguf.py" \
+    "llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp/conversion" \
     "llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp/gguf-py"
 fi
 

@@ -134,9 +134,9 @@ def main() -> None:
     if not times.empty:
         parts.append("## Rule times\n\nSum over jobs (seconds of wall time and of CPU time), from "
                      "`results/benchmarks/`:\n\n" + times.round(1).to_markdown() + "\n")
-    curve_path = base / "finetune" / "learning_curve.tsv"
-    if curve_path.exists():
-        parts.append("## LoRA learning curve\n\nHeld-out self-supervised examples, ROC-AUC with its 95% interval "
+    for curve_path in sorted(base.glob("finetune/*/learning_curve.tsv")):  # one per denoiser ({train_noise})
+        parts.append(f"## LoRA learning curve ({curve_path.parent.name})\n\nHeld-out self-supervised examples of the "
+                     f"denoiser fine-tuned on {curve_path.parent.name}'s windows, ROC-AUC with its 95% interval "
                      "(examples resampled):\n\n" + pd.read_csv(curve_path, sep="\t").round(3).to_markdown(index=False)
                      + "\n")
     noises = sorted(p.parent.name for p in base.glob("*/detection.json"))

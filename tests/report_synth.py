@@ -22,7 +22,7 @@ BOOT = {"resamples": 200, "level": 0.95}  # config intervals (fewer replicates: 
 
 DETECTORS = {"llm_full_title": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "combined": 2.0,
              "combined_collab": 1.8}
-THRESHOLD = {"kind": "percentile", "train": 60, "test": 90}
+THRESHOLD = {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 90}
 HALF = 20  # items per community in denoise_synth: 2 * HALF items
 
 
@@ -113,11 +113,11 @@ def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("unifor
             (base / "correct" / "llm4dsr").mkdir(parents=True)
             changes[CHANGE_COLUMNS].to_parquet(base / "correct" / "llm4dsr" / "changes.parquet")
             suggestions(item_table(units, tables["llm_full_title"]), n_items).to_parquet(base / "suggestions.parquet")
-    (top / "finetune").mkdir()
+    (top / "finetune" / "uniform-0.0").mkdir(parents=True)  # the default denoiser: finetune.noise
     steps = np.arange(1, 31)
     pd.DataFrame({"step": steps, "loss": 2 / np.sqrt(steps) + 0.05 * rng.random(30), "tokens": 1200,
-                  "seconds": steps * 9.0}).to_csv(top / "finetune" / "loss.tsv", sep="\t", index=False)
+                  "seconds": steps * 9.0}).to_csv(top / "finetune" / "uniform-0.0" / "loss.tsv", sep="\t", index=False)
     pd.DataFrame({"step": [0, 15, 30], "examples_seen": [0, 120, 240], "top1": [0.1, 0.2, 0.3],
-                  "roc_auc": [0.5, 0.6, 0.7], "examples": 100}).to_csv(top / "finetune" / "learning_curve.tsv",
+                  "roc_auc": [0.5, 0.6, 0.7], "examples": 100}).to_csv(top / "finetune" / "uniform-0.0" / "learning_curve.tsv",
                                                                           sep="\t", index=False)
     return top

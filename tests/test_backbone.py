@@ -229,3 +229,106 @@ def test_aggregate_rejects_duplicate_runs(tmp_path):
     p = _write_run(tmp_path, "sasrec", "noisy", 0, [1, 2], [0, 1])
     with pytest.raises(Llm4dsrError, match="duplicate"):
         results.aggregate([p, p], tmp_path / "results.csv", tmp_path / "results.md", BOOT, seed=0)
+
+
+# the reference protocol's objective and initialisation, and the test-selection diagnostic
+
+def test_bce_objective_matches_a_hand_computed_case():
+    """Window [3, 1] left-padded to max_len + 1 = 11: inputs [0 x 9, 3], next items
+    [0 x 8, 3, 1]; the cells predicting 3 (from padding) and 1 (from 3) count. With
+    positive logits (0, 2) and negative logits (0, -1):
+    (softplus(0) + softplus(-2)) / 2 + (softplus(0) + softplus(-1)) / 2 = 0.913242."""
+    from llm4dsr.backbones.objectives import bce_from_logits, next_item_cells
+
+    history = torch.tensor([[0] * 9 + [3]])
+    inputs, nxt = next_item_cells(history, torch.tensor([1]))
+    assert inputs.tolist() == [[0] * 9 + [3]] and nxt.tolist() == [[0] * 8 + [3, 1]]
+    mask = nxt != 0
+    pos = torch.zeros(1, 10)
+    neg = torch.zeros(1, 10)
+    pos[0, 8:], neg[0, 8:] = torch.tensor([0.0, 2.0]), torch.tensor([0.0, -1.0])
+    pos[0, :8], neg[0, :8] = 50.0, -50.0  # masked cells must not count
+    loss = bce_from_logits(pos, neg, mask)
+    assert loss.item() == pytest.approx(0.913242, abs=1e-6)
+    bce = torch.nn.BCEWithLogitsLoss()
+    assert loss.item() == pytest.approx((bce(pos[mask], torch.ones(2)) + bce(neg[mask], torch.zeros(2))).item())
+
+
+def test_sampled_negatives_are_distinct_and_outside_the_window():
+    from llm4dsr.backbones.objectives import sample_negatives
+
+    torch.manual_seed(0)
+    window = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    neg = sample_negatives(window, 12, 4)
+    for row, w in zip(neg.tolist(), window.tolist()):
+        assert len(set(row)) == 4 and not set(row) & (set(w) | {0}) and all(1 <= i <= 12 for i in row)
+    with pytest.raises(Llm4dsrError, match="fewer than"):
+        sample_negatives(window, 6, 4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_position_encoding_matches_prefixes(name):
+    """encode_all's position t is the model's encoding of the history up to t (left-padded)."""
+    model = build(name, N_ITEMS, {**FAST, "dropout": 0.0}).eval()
+    history = torch.tensor([[0, 0, 0, 0, 0, 0, 7, 8, 9, 10], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+    every = model.encode_all(history)
+    assert torch.allclose(every[:, -1], model.encode(history), atol=1e-5)
+    later = history.clone()
+    later[:, -1] = 11  # a different newest item changes no earlier position (causality)
+    assert torch.allclose(every[:, :-1], model.encode_all(later)[:, :-1], atol=1e-5)
+    if name == "sasrec":  # its position embedding is the absolute slot (as the reference's): no prefix identity
+        return
+    for t in (6, 8):
+        prefix = torch.nn.functional.pad(history[:, :t + 1], (9 - t, 0))
+        assert torch.allclose(every[:, t], model.encode(prefix), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_reference_objective_and_init_train(name):
+    cfg = {**config.defaults("backbone", "reference"), **{k: v for k, v in FAST.items() if k not in
+                                                            ("ks", "objective", "init", "select_metric")},
+           "hidden": 64, "max_epochs": 30, "patience": 30, "batch_size": 16}
+    model = build(name, N_ITEMS, cfg)
+    emb = model.item_emb.weight[1:].detach()
+    assert emb.std().item() == pytest.approx(0.02, rel=0.2)  # N(0, 0.02), not Xavier
+    train = backbone.to_tensors(make_windows(48, "train", 0), N_ITEMS, 10)
+    fit = backbone.fit(name, N_ITEMS, train, train, cfg, seed=0)
+    assert backbone.evaluate(fit.model, train, [10])["hr@10"] >= 0.6
+
+
+def test_test_selection_diagnostic_changes_nothing_selected_or_reported(data):
+    """With the diagnostic on, the selected weights and the reported test metrics are
+    exactly those of the run without it; the diagnostic only adds the gap."""
+    args = (data / "windows.parquet", data / "items.parquet")
+    cfg = {**FAST, "max_epochs": 6, "patience": 3}
+    off = backbone.run(*args, data / "off.json", "sasrec", cfg, seed=0)
+    on = backbone.run(*args, data / "on.json", "sasrec", {**cfg, "test_selection_diagnostic": True}, seed=0)
+    timing = ("train_seconds", "sequences_per_s")
+    diag = on.pop("test_selection_diagnostic")
+    assert {k: v for k, v in on.items() if k not in timing} == {k: v for k, v in off.items() if k not in timing}
+    assert diag["valid_selected_epoch"] == off["best_epoch"] and len(diag["test_per_epoch"]) == off["epochs_run"]
+    assert diag["test_per_epoch"][diag["epoch"] - 1] == max(diag["test_per_epoch"])
+    assert diag["gap"][diag["select_metric"]] >= 0  # the test-selected epoch is the test-best one
+    # the weights too: both runs' models give the same scores
+    torch.manual_seed(0)
+    train = backbone.to_tensors(backbone.load_split(args[0], "train"), N_ITEMS, 10)
+    valid = backbone.to_tensors(backbone.load_split(args[0], "valid"), N_ITEMS, 10)
+    test = backbone.to_tensors(backbone.load_split(args[0], "test"), N_ITEMS, 10)
+    a = backbone.fit("gru4rec", N_ITEMS, train, valid, cfg, seed=0)
+    b = backbone.fit("gru4rec", N_ITEMS, train, valid, cfg, seed=0, diagnostic_test=test)
+    assert a.best_epoch == b.best_epoch and b.test_per_epoch and a.test_per_epoch is None
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_selection_gap_table(data, tmp_path):
+    args = (data / "windows.parquet", data / "items.parquet")
+    cfg = {**FAST, "max_epochs": 4, "patience": 2, "test_selection_diagnostic": True}
+    paths = []
+    for seed in (0, 1):
+        p = tmp_path / f"s{seed}.json"
+        backbone.run(*args, p, "gru4rec", cfg, seed=seed, meta={"condition": "noisy"})
+        paths.append(p)
+    table = results.selection_gap(paths, tmp_path / "gap.csv", tmp_path / "gap.md")
+    assert table["seeds"].tolist() == [2] and "ndcg@10_gap_mean" in table
+    assert (tmp_path / "gap.md").read_text().startswith("**Diagnostic, not a result.**")

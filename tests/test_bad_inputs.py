@@ -348,10 +348,12 @@ def denoise():
 
 
 @pytest.mark.parametrize("condition, threshold, no_suggestions", [
-    ("llm4dsr", {"kind": "percentile", "train": 100, "test": 100}, False),  # report.threshold_sweep allows 100
-    ("llm4dsr", {"kind": "probability", "train": 0.5, "test": 0.5}, False),  # the config comment's example
-    ("llm4dsr", {"kind": "percentile", "train": 60, "test": 90}, True),  # no suggestion at all
-    ("cooccurrence", {"kind": "percentile", "train": 100, "test": 100}, False),
+    ("llm4dsr", {"kind": "percentile", "scale": "unit_prob", "train": 100, "test": 100},
+     False),  # report.threshold_sweep allows 100
+    ("llm4dsr", {"kind": "probability", "scale": "unit_prob", "train": 0.5, "test": 0.5},
+     False),  # the config comment's example
+    ("llm4dsr", {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 90}, True),  # no suggestion at all
+    ("cooccurrence", {"kind": "percentile", "scale": "unit_prob", "train": 100, "test": 100}, False),
 ])
 def test_correct_with_nothing_selected_writes_the_windows_unchanged(denoise, tmp_path, caplog, condition, threshold,
                                                                     no_suggestions):
@@ -390,7 +392,8 @@ def test_detection_metrics_of_a_split_without_noise_or_units(denoise):
     clean = units.assign(noise=[[0] * len(n) for n in units["noise"]])
     only_train = clean[clean["split"] == "train"]
     report = detection_report(only_train, {"d": scores[scores["unit"].isin(only_train["unit"])]},
-                              {"kind": "percentile", "train": 60, "test": 90}, config.defaults("intervals"), 0)["d"]
+                              {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 90},
+                              config.defaults("intervals"), 0)["d"]
     assert report["train"]["roc_auc"] is None and report["train"]["top1"] is None
     assert report["test"]["units"] == 0 and report["test"]["roc_auc"] is None and report["test"]["ece"] is None
 
@@ -521,9 +524,12 @@ def test_quick_preset_fine_tunes_and_scores_long_titles(tiny_gguf, tmp_path):
     items, wins = tmp_path / "data" / "items.parquet", tmp_path / ft["noise"] / "windows.parquet"
     noise.run(tmp_path / "data" / "interactions.parquet", items, ft["noise"], w, seed, tmp_path / ft["noise"])
     units.run_selfsup(wins, items, ft["heldout"], seed + 1, ft["replace_with"], tmp_path / "selfsup.parquet")
-    result = finetune.run(wins, items, tmp_path / "selfsup.parquet", cfg["llm"], ft, seed, tmp_path / "ft", threads=1)
+    style = cfg["prompt"]["style"]
+    result = finetune.run(wins, items, tmp_path / "selfsup.parquet", cfg["llm"], ft, seed, tmp_path / "ft", style,
+                          threads=1)
     assert np.isfinite(result["last_loss"])
-    export.run_from_config(tmp_path / "ft" / "adapter", cfg["llm"], cfg["export"], tmp_path / "export", threads=1)
+    export.run_from_config(tmp_path / "ft" / "adapter", cfg["llm"], cfg["export"], tmp_path / "export", style,
+                           threads=1)
     units.run(tmp_path / ft["noise"] / "sequences.parquet", wins, cfg["score"]["mode"], cfg["score"]["block"],
               tmp_path / "u.parquet")
     u = pd.read_parquet(tmp_path / "u.parquet")
@@ -550,7 +556,7 @@ def test_titles_that_cannot_fit_the_context_name_the_key(tiny_gguf, tiny_torch, 
     one_line(err, "more than the model's context of 1024", "datasets.<dataset>.max_title_chars")
     assert score_context(tiny_gguf, [[1, 2, 3]], titles) <= 1024
 
-    windows = pd.DataFrame({"split": "train", "history_clean": [[1, 7, 3]] * 4, "target_clean": [4] * 4})
+    windows = pd.DataFrame({"split": "train", "history": [[1, 7, 3]] * 4, "target": [4] * 4})  # observed items
     ex = examples.make_examples(windows, titles, 4, seed=0)
     model, tok = tiny_torch()
     lora = {"r": 2, "alpha": 4, "dropout": 0.0, "target_modules": ["q_proj"]}

@@ -11,7 +11,8 @@ from llm4dsr.scores import scores_frame, split_thresholds
 from llm4dsr.units import item_table, make_units
 
 N_ITEMS = 40
-CFG = {"threshold": {"kind": "percentile", "train": 60, "test": 90}, "max_per_sequence": {"train": 2, "test": 1}}
+CFG = {"threshold": {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 90},
+       "max_per_sequence": {"train": 2, "test": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,9 @@ def test_train_windows_rebuilt_from_corrected_log(log):
     seq, win = log
     units = make_units(seq, win, "history", 8)
     scores, suggestions = oracle(seq, units)
-    out, changes = correct.correct("llm4dsr", win, seq, units, N_ITEMS, {**CFG, "threshold": {
-        "kind": "probability", "train": 0.2, "test": 0.2}}, seed=0, scores=scores, suggestions=suggestions)
+    threshold = {"kind": "probability", "scale": "unit_prob", "train": 0.2, "test": 0.2}
+    out, changes = correct.correct("llm4dsr", win, seq, units, N_ITEMS, {**CFG, "threshold": threshold}, seed=0,
+                                   scores=scores, suggestions=suggestions)
     train = changes[changes["split"] == "train"]
     assert len(train) and (train["was_noise"] == 1).all()
     new = dict(zip(zip(train["user"], train["pos"]), train["new_item"]))
@@ -202,3 +204,29 @@ def test_exact_changes_per_unit_on_a_hand_made_case():
     # the same positions through a detector's condition (no suggestions needed)
     _, det = correct.correct("popularity", win, seq, units, N_ITEMS, CFG, seed=0, scores=scores)
     assert det[["unit", "pos"]].equals(changes[["unit", "pos"]])
+
+
+def test_logprob_threshold_selects_what_a_hand_computation_does():
+    """correct.threshold.scale logprob (the reference code): percentiles of the raw
+    log-scores pooled over the split, strict >, at most 2 (train) / 1 (test) per unit.
+
+    Train: A (a, b, c) = (-1, -6, -2), B (d, e, a) = (-5, -3, -4); the 60th percentile of
+    the six values is -3.0: A's a and c are replaced, B's e (-3) is not (strict >).
+    Test: P = (-0.5, -2, -4), Q = (-1, -3, -6); the 90th percentile is -0.75: P's first
+    item only. On the within-unit probability scale the same scores pick Q's first item
+    instead (softmax P = (0.798, ...), Q = (0.876, ...), 90th percentile 0.837)."""
+    a, b, c, d, e = 1, 2, 3, 4, 5
+    units = pd.DataFrame({"unit": [0, 1, 2, 3], "user": [0, 1, 2, 3], "split": ["train", "train", "test", "test"],
+                          "window": [0, 1, 2, 3], "positions": [[0, 1, 2]] * 4,
+                          "items": [[a, b, c], [d, e, a], [a, b, c], [d, e, a]], "noise": [[0, 0, 0]] * 4})
+    logp = [np.array(x) for x in ([-1, -6, -2], [-5, -3, -4], [-0.5, -2, -4], [-1, -3, -6])]
+    items = item_table(units, scores_frame(units, logp))
+    caps = {"train": 2, "test": 1}
+    logprob = {"kind": "percentile", "scale": "logprob", "train": 60, "test": 90}
+    assert split_thresholds(items, logprob) == pytest.approx({"train": -3.0, "test": -0.75})
+    chosen = correct.select(items, logprob, caps)
+    assert sorted(zip(chosen["unit"], chosen["idx"])) == [(0, 0), (0, 2), (2, 0)]
+    unit_prob = {**logprob, "scale": "unit_prob"}
+    assert split_thresholds(items, unit_prob)["test"] == pytest.approx(0.837, abs=1e-3)
+    chosen = correct.select(items, unit_prob, caps)
+    assert [(u, i) for u, i in zip(chosen["unit"], chosen["idx"]) if u >= 2] == [(3, 0)]

@@ -275,3 +275,34 @@ def test_same_seed_byte_identical(data_local_cfg, tmp_path):
         data.run(data_local_cfg, WINDOW, seed=3, out_dir=tmp_path / out)
     for name in ("interactions.parquet", "items.parquet", "stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+@pytest.mark.parametrize("source", ["amazon2014", "amazon2018"])
+def test_synthetic_amazon_files_go_through_the_real_reader(tmp_path, source):
+    """Rehearsal data (datasets.<d>.synthetic): small gzipped files in the release's real
+    formats, read by the release's own parser; same bytes on every run."""
+    from llm4dsr import synthetic
+
+    entry = config.dataset({"source": source, "category": "Toys_and_Games", "synthetic": {"n_users": 30, "n_items": 25}})
+    names = data.raw_files(entry, "toys")  # the downloads' file names
+    for name in names:
+        synthetic.write_raw(entry, name, tmp_path / "a" / name, seed=3)
+        synthetic.write_raw(entry, name, tmp_path / "b" / name, seed=3)
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    meta = next(n for n in names if n.startswith("meta_"))
+    first = gzip.open(tmp_path / "a" / meta, "rt").readline()
+    assert first.startswith("{'asin': '" if source == "amazon2014" else '{"asin": "')  # dict literal / JSON
+    inter, items = data.load_raw(entry, tmp_path / "a", "toys")
+    assert items["title"].isna().sum() == 1 and any("&" in t and "&amp;" not in t for t in items["title"].dropna())
+    out, cat, trace = data.preprocess(inter, items, entry, seed=0)
+    assert out.groupby("user").size().min() >= 5 and out.groupby("item").size().min() >= 5
+    assert trace["titled"]["interactions"] < trace["raw"]["interactions"]  # the untitled item's reviews went
+    with pytest.raises(Llm4dsrError, match="not a raw file"):
+        synthetic.write_raw(entry, "ratings.csv", tmp_path / "x", seed=3)
+
+
+def test_synthetic_data_only_for_amazon_sources():
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["datasets"]["ml-latest-small"]["synthetic"] = {"n_users": 30, "n_items": 25}
+    with pytest.raises(config.ConfigError, match="datasets.ml-latest-small.synthetic: only for sources amazon2014"):
+        config.validate(cfg)

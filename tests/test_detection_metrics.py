@@ -30,7 +30,7 @@ def hand_scores():
 
 def test_hand_computed_example():
     report = detection_report(hand_units(), {"llm_full_title": hand_scores()},
-                              {"kind": "probability", "train": 0.5, "test": 0.45}, BOOT, 0)
+                              {"kind": "probability", "scale": "unit_prob", "train": 0.5, "test": 0.45}, BOOT, 0)
     m = report["llm_full_title"]["test"]
     # noise at 0.7 and 0.4; clean 0.2 0.1 0.6 0.5 0.3 0.2: 0.7 beats 6, 0.4 beats 4 -> 10/12
     assert m["roc_auc"] == pytest.approx(10 / 12)
@@ -48,12 +48,12 @@ def test_hand_computed_example():
 
 def test_percentile_threshold_ties_and_missing_units():
     # median of the 8 probabilities is 0.35: flagged .7 .6 .5 .4, both noise items among them
-    m = detection_report(hand_units(), {"x": hand_scores()}, {"kind": "percentile", "train": 60, "test": 50}, BOOT, 0)["x"]["test"]
+    m = detection_report(hand_units(), {"x": hand_scores()}, {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 50}, BOOT, 0)["x"]["test"]
     assert m["threshold"] == pytest.approx(0.35) and (m["precision"], m["recall"]) == (0.5, 1.0)
     tied = hand_scores()
     tied.at[0, "probs"] = [0.4, 0.4, 0.2]  # a tie between the noise item and a clean one: half credit
-    assert detection_report(hand_units(), {"x": tied}, {"kind": "percentile", "train": 60, "test": 50}, BOOT, 0)["x"]["test"]["top1"] == 0.25
-    m = detection_report(hand_units(), {"x": hand_scores().head(2)}, {"kind": "percentile", "train": 60, "test": 50}, BOOT, 0)
+    assert detection_report(hand_units(), {"x": tied}, {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 50}, BOOT, 0)["x"]["test"]["top1"] == 0.25
+    m = detection_report(hand_units(), {"x": hand_scores().head(2)}, {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 50}, BOOT, 0)
     assert m["x"]["test"]["units_unscored"] == 1
 
 
@@ -63,7 +63,7 @@ def test_every_detector_goes_through_the_same_code():
     tables = {name: scores_frame(units, make_detector(name).fit(seq, 40).score(units))
               for name in ("popularity", "cooccurrence")}
     tables["llm_full_title"] = tables["llm_first_token"] = tables["popularity"]  # an LLM table is just a table
-    report = detection_report(units, tables, {"kind": "percentile", "train": 60, "test": 90}, BOOT, 0)
+    report = detection_report(units, tables, {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 90}, BOOT, 0)
     assert report["llm_full_title"] == report["popularity"] == report["llm_first_token"]
     assert set(report) == {*tables, "paired"}
     items = item_table(units, tables["cooccurrence"])
@@ -101,7 +101,7 @@ def test_combined_scorer_is_calibrated():
     units, scores = synthetic_selfsup(1500, seed=1)
     out = combine.predict(model, units, scores)
     assert list(out.columns) == ["unit", "probs", "logp"] and len(out) == 1500
-    report = detection_report(units, {**scores, "combined": out}, {"kind": "probability", "train": 0.5, "test": 0.5}, BOOT, 0)
+    report = detection_report(units, {**scores, "combined": out}, {"kind": "probability", "scale": "unit_prob", "train": 0.5, "test": 0.5}, BOOT, 0)
     m = report["combined"]["train"]
     assert m["ece"] < 0.02
     for b in m["calibration"]:

@@ -13,7 +13,7 @@ from llm4dsr.units import make_units
 BOOT = {"resamples": 200, "level": 0.95}  # config intervals (fewer replicates: tests)
 
 HALF = 20  # items 1..20 and 21..40 are the two communities of denoise_synth
-THRESHOLD = {"kind": "percentile", "train": 60, "test": 90}
+THRESHOLD = {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 90}
 
 
 @pytest.fixture(scope="module")

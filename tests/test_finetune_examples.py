@@ -1,5 +1,6 @@
 """Fine-tuning data: the examples of rule finetune come only from train windows that no
-held-out self-supervised unit was made from, and each names the clean item it replaced.
+held-out self-supervised unit was made from, and each names the item it replaced, as
+observed in the window (a user only has the observed log: at rate 0.0 the clean item).
 
 Checked through ``finetune.prepare`` (the selection rule finetune runs) on a log with
 train, valid and test windows and injected noise, against the fixture's own windows.
@@ -51,21 +52,21 @@ def test_examples_come_from_non_heldout_train_windows(files, replace_with):
     examples = [json.loads(line) for line in (tmp / f"sft_{replace_with}.jsonl").read_text().splitlines()]
     assert len(examples) == 300
 
-    # every window's clean sequence (history + target), keyed by (replaced index, the
+    # every window's observed sequence (history + target), keyed by (replaced index, the
     # sequence with that index blanked): an example can only have come from these
     eligible = (windows["split"] == "train") & ~windows["window"].isin(heldout["window"])
     sources: dict[tuple, list] = {}
-    for w, ok, hist, target in zip(windows["window"], eligible, windows["history_clean"], windows["target_clean"]):
+    for w, ok, hist, target in zip(windows["window"], eligible, windows["history"], windows["target"]):
         seq = [int(i) for i in hist] + [int(target)]
         for k in range(len(seq)):
             sources.setdefault((k, tuple(seq[:k] + [None] + seq[k + 1:])), []).append((w, ok, seq[k]))
     used = set()
     for ex in examples:
         items, k = ex["items"], ex["noise_index"]
-        found = [(w, clean) for w, ok, clean in sources.get((k, tuple(items[:k] + [None] + items[k + 1:])), []) if ok]
+        found = [(w, orig) for w, ok, orig in sources.get((k, tuple(items[:k] + [None] + items[k + 1:])), []) if ok]
         assert found, f"example {ex} is not a non-held-out train window with one item replaced"
-        originals = {clean for _, clean in found}
-        assert ex["original"] in originals  # the clean item at the replaced position
+        originals = {orig for _, orig in found}
+        assert ex["original"] in originals  # the observed item at the replaced position
         assert items[k] != ex["original"] and items[k] not in items[:k] + items[k + 1:]
         assert ex["candidates"] == [TITLES[i] for i in items]
         assert ex["prompt"] == prompts.prompt(ex["candidates"])

@@ -27,7 +27,7 @@ TITLES.update({40: "Star Wars: Episode IV", 41: "Star Wars: Episode V", 42: 'Hea
 def examples():
     rng = np.random.default_rng(0)
     hist = [list(rng.choice(np.arange(1, 40), size=6, replace=False)) for _ in range(30)]
-    w = pd.DataFrame({"split": "train", "history_clean": hist, "target_clean": [43] * 30})
+    w = pd.DataFrame({"split": "train", "history": hist, "target": [43] * 30})  # observed items
     return ft_examples.make_examples(w, TITLES, 24, seed=1)
 
 
@@ -155,6 +155,20 @@ def test_merged_route_quantizes_and_matches_torch(exported):
         check_gguf(out / "m" / f"model-{q}.gguf")
         assert merged["quantized"][q]["ok"]
         assert all(r["corr"] > min_corr for r in merged["quantized"][q]["prompts"])
+
+
+def test_merged_route_from_a_hugging_face_folder(tiny, trained, tmp_path):
+    """The route a hub base takes (config/paper.yaml): a Hugging Face folder, merged, saved
+    with its tokenizer, converted by llama.cpp's convert_hf_to_gguf.py, quantized."""
+    model, tok = load_torch(tiny)
+    model.save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    base = resolve(str(tmp_path / "hf"))
+    assert base.gguf is None
+    texts = [prompts.prompt([TITLES[i] for i in (1, 2, 3)], "reference")]
+    report = export.run(trained[0] / "adapter", base, "merged", tmp_path / "m", ["Q8_0"], texts)
+    assert report["ok"] and report["quantized"]["Q8_0"]["prompts"][0]["top1_same"]
+    check_gguf(tmp_path / "m" / "model-Q8_0.gguf")
 
 
 def test_parity_failure_is_loud_and_keeps_the_report(tiny, tiny_torch, trained, tmp_path, monkeypatch):

@@ -182,3 +182,36 @@ def test_last_per_user_split_puts_each_users_last_window_in_test():
     got = {(u, p): s for u, p, s in zip(win.user, win.target_pos, win.split)}
     assert got == {(0, 1): "train", (0, 2): "valid", (0, 3): "test", (1, 1): "test", (2, 1): "valid", (2, 2): "test"}
     assert win.time.is_monotonic_increasing  # still in target-time order, like the global split
+
+
+def test_reference_windows_full_histories_and_one_window_per_short_user(tmp_path):
+    """window.construction full_history follows the reference code's
+    ``range(min(10, n - 1), n)``: max(1, n - 10) windows for a user with n items. A user
+    with 5 items gives 1 window (target at 0-based position 4); a user with 14 items gives
+    4 windows, targets at 0-based positions 10..13, each with a full 10-item history.
+    (Issue 13 asked for 5 windows at positions 10..14: that is off by one against the
+    code, which the study follows; a 14-item user has no position 14.)"""
+    log = _log({0: [(t, t) for t in range(1, 6)], 1: [(100 + t, 20 + t) for t in range(14)],
+                2: [(300, 40)], 3: [(400 + t, 50 + t) for t in range(11)]})
+    window = {**config.defaults("window"), "max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None,
+              "construction": "full_history"}
+    _, _, win = _run(_dataset(tmp_path, log), "uniform-0.0", tmp_path / "out", window)
+    by_user = {u: g.sort_values("target_pos") for u, g in win.groupby("user")}
+    assert by_user[0]["target_pos"].tolist() == [4] and by_user[0]["history"].map(list).tolist() == [[1, 2, 3, 4]]
+    assert by_user[1]["target_pos"].tolist() == [10, 11, 12, 13]
+    assert by_user[1]["history"].map(list).tolist() == [list(range(20 + t - 10, 20 + t)) for t in range(10, 14)]
+    assert 2 not in by_user  # a one-item user has nothing to predict from (the reference's would be empty)
+    assert by_user[3]["target_pos"].tolist() == [10]  # n = 11: one window, a full history
+    every = noise.split_windows(log, {**window, "construction": "every_position"})
+    assert len(every) == 4 + 13 + 10 and len(win) == 1 + 4 + 1
+
+
+def test_test_windows_capped_apart_from_valid():
+    """max_test_windows (the reference's 5,000-window test sample) caps test alone; the
+    sample does not depend on the noise setting, and valid keeps max_eval_windows."""
+    wins = pd.DataFrame({"split": ["train"] * 5 + ["valid"] * 30 + ["test"] * 30, "user": 0})
+    kept = noise.sample_eval(wins, None, seed=1, n_test=7)
+    assert kept.split.value_counts().to_dict() == {"train": 5, "valid": 30, "test": 7}
+    kept = noise.sample_eval(wins, 10, seed=1, n_test=7)
+    assert kept.split.value_counts().to_dict() == {"train": 5, "valid": 10, "test": 7}
+    assert noise.sample_eval(wins, 10, seed=1, n_test=None).equals(noise.sample_eval(wins, 10, seed=1))

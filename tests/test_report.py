@@ -80,7 +80,7 @@ def test_every_claim_carries_its_interval(full):
 
 def test_missing_optional_inputs_are_skipped_with_a_note(tmp_path):
     top = report_synth.build(tmp_path / "results", noises=tuple(NOISES))
-    for p in [top / "uniform-0.1" / "sweep.csv", top / "finetune" / "loss.tsv",
+    for p in [top / "uniform-0.1" / "sweep.csv", top / "finetune" / "uniform-0.0" / "loss.tsv",
               *top.glob("*/scores/combined.parquet"), *top.glob("*/detection.json")]:
         p.unlink()
     nb, html, out = execute(tmp_path, detectors=["llm_full_title", "popularity", "combined"])

@@ -19,6 +19,8 @@ LOGITS = {
 
 
 class StubScorer:
+    prompt_style = "study"  # config prompt.style, as LlamaScorer carries it
+
     def __init__(self):
         self.ids = {w: i for i, w in enumerate(VOCAB)}
         self.context: list[int] = []

@@ -63,11 +63,12 @@ def test_check_units_refuses_a_shown_target(log):
 
 
 def test_self_supervised_units_replace_exactly_one_item(log):
+    """One item of the observed history (noise included, as a user has it) is replaced."""
     _, win = log
     units = self_supervised_units(win, 40, 30, seed=3)
     assert len(units) == 30 and (units["noise"].map(sum) == 1).all()
-    clean = units.merge(win[["window", "history_clean"]], on="window")
-    for items, noise, orig in zip(clean["items"], clean["noise"], clean["history_clean"]):
+    observed = units.merge(win[["window", "history"]], on="window")
+    for items, noise, orig in zip(observed["items"], observed["noise"], observed["history"]):
         k = int(np.argmax(noise))
         assert items[k] not in list(orig)
         assert [i for j, i in enumerate(items) if j != k] == [i for j, i in enumerate(orig) if j != k]
@@ -81,9 +82,9 @@ def test_self_supervised_units_follow_popularity_when_asked(log):
     units = self_supervised_units(win, 40, 30, seed=3, counts=counts)
     drawn = [items[int(np.argmax(noise))] for items, noise in zip(units["items"], units["noise"])]
     assert set(drawn) <= set(range(31, 41)) and len(set(drawn)) > 3
-    one = win[(win["split"] == "train") & (win["history_clean"].map(len) >= 2)].iloc[[0]]
+    one = win[(win["split"] == "train") & (win["history"].map(len) >= 2)].iloc[[0]]
     only = np.zeros(41)
-    only[list(one["history_clean"].iloc[0])] = 1.0  # nothing outside that history can be drawn
+    only[list(one["history"].iloc[0])] = 1.0  # nothing outside that history can be drawn
     with pytest.raises(Llm4dsrError, match="every item with a count is in the history"):
         self_supervised_units(one, 40, 1, seed=3, counts=only)
 

@@ -4,7 +4,9 @@
 Its enums of names (noise models, detectors, conditions, backbones, score methods) are
 filled from :mod:`llm4dsr.names` when it is loaded, so a name is registered once.
 
-:func:`validate` is what the Snakefile calls before any job: it fills the defaults,
+:func:`validate` is what the Snakefile calls before any job: it sets the per-aspect
+keys the config leaves out from its ``protocol`` (the schema's ``$defs.protocols``), fills
+the other defaults,
 turns whole-number floats into integers where the schema wants an integer (and numbers
 written as strings, as Snakemake's ``--config key={nested: 1}`` passes them, into
 numbers), checks the rules that span several keys, checks that ``llm.base_model`` can
@@ -114,6 +116,42 @@ def _coerce(node: dict, value: Any) -> Any:
     return value
 
 
+def protocols() -> dict[str, dict[str, Any]]:
+    """protocol name -> {dotted per-aspect key: value} (the schema's ``$defs.protocols``)."""
+    return {k: v for k, v in copy.deepcopy(_schema()["$defs"]["protocols"]).items() if k != "description"}
+
+
+def protocol_keys() -> set[str]:
+    """The dotted paths of the schema's per-aspect keys (marked ``x-protocol``)."""
+    found: set[str] = set()
+
+    def walk(node: dict, path: tuple) -> None:
+        node = _resolve(node)
+        if node.get("x-protocol"):
+            found.add(".".join(path))
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, (*path, key))
+
+    walk(_schema(), ())
+    return found
+
+
+def _apply_protocol(cfg: dict, only: str | None = None) -> None:
+    """Give each per-aspect key the config does not set the value of ``cfg['protocol']``
+    (``only``: the keys of that top-level section alone). An unknown protocol is left to
+    the schema's error message; a missing parent section to its own."""
+    values = protocols().get(cfg["protocol"]) if isinstance(cfg.get("protocol"), str) else None
+    for path, value in (values or {}).items():
+        *parents, leaf = path.split(".")
+        if only is not None and parents[0] != only:
+            continue
+        node = cfg
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf not in node:
+            node[leaf] = value
+
+
 def _where(path) -> str:
     out = ""
     for part in path:
@@ -128,7 +166,8 @@ def validate(cfg: dict, source: str = "config.yaml") -> dict:
     cfg = copy.deepcopy(cfg) if cfg is not None else {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the config must be a mapping of keys, not {type(cfg).__name__}")
-    _fill_defaults(_schema(), cfg)
+    _fill_defaults(_schema(), cfg)  # the per-aspect keys have no default of their own
+    _apply_protocol(cfg)
     cfg = _coerce(_schema(), cfg)
     validator = jsonschema.Draft202012Validator(_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(cfg))
@@ -157,6 +196,8 @@ def _derive(cfg: dict, source: str) -> None:
         if entry["max_items_per_user"] is not None and entry["max_items_per_user"] < entry["kcore"]:
             raise ConfigError(f"{key}.max_items_per_user: {entry['max_items_per_user']} is less than kcore "
                               f"{entry['kcore']}: no user could keep kcore interactions")
+        if entry["synthetic"] is not None and entry["source"] not in ("amazon2014", "amazon2018"):
+            raise ConfigError(f"{key}.synthetic: only for sources amazon2014 and amazon2018, not {entry['source']}")
     threshold = cfg["correct"]["threshold"]
     if threshold["kind"] == "probability":
         for split in ("train", "test"):
@@ -194,19 +235,30 @@ def _derive(cfg: dict, source: str) -> None:
     extra = sorted(set(report["sweep_models"]) - set(models))
     if extra:
         raise ConfigError(f"{source}: report.sweep_models: {extra} are not in backbone.models {models}")
+    finetune = cfg["finetune"]
+    if finetune["loss_span"] == "sequence" and finetune["objective"] != "generate":
+        raise ConfigError(f"{source}: finetune.loss_span: sequence needs finetune.objective generate, "
+                          f"not {finetune['objective']}")
+    threshold = cfg["correct"]["threshold"]
+    if threshold["scale"] == "logprob" and threshold["kind"] != "percentile":
+        raise ConfigError(f"{source}: correct.threshold.scale: logprob needs kind percentile (a log-score "
+                          f"has no fixed probability to compare with), not {threshold['kind']}")
     export = cfg["export"]
     if export["route"] == "merged" and export["inference_quant"] not in export["quant_types"]:
         raise ConfigError(f"{source}: export.inference_quant: {export['inference_quant']} is not in "
                           f"export.quant_types {export['quant_types']}")
 
 
-def defaults(section: str) -> dict:
-    """The schema's defaults of one top-level section (for code and tests that build a
-    section by hand: ``{**defaults("backbone"), "hidden": 8}``)."""
+def defaults(section: str, protocol: str = "study") -> dict:
+    """The schema's defaults of one top-level section, with the per-aspect values of
+    ``protocol`` (for code and tests that build a section by hand:
+    ``{**defaults("backbone"), "hidden": 8}``)."""
     node = _resolve(_schema()["properties"][section])
     out: dict = {}
     _fill_defaults(node, out)
-    return out
+    holder = {"protocol": protocol, section: out}
+    _apply_protocol(holder, only=section)
+    return holder[section]
 
 
 def dataset(entry: dict) -> dict:

@@ -25,9 +25,10 @@ REMEDY = "cut titles shorter (datasets.<dataset>.max_title_chars) or histories (
 
 
 def score_context(model_path: str | Path, units_items: Iterable, titles: dict[int, str],
-                  suggest_cfg: dict | None = None) -> int:
+                  suggest_cfg: dict | None = None, prompt_style: str = "study") -> int:
     """The llama.cpp context (n_ctx) that every unit's scoring and, with ``suggest_cfg``
-    (config `suggest`), its suggestions fit in. Reads the GGUF's vocabulary only."""
+    (config `suggest`), its suggestions fit in, prompts in ``prompt_style`` (config
+    `prompt.style`). Reads the GGUF's vocabulary only."""
     from llama_cpp import Llama
 
     vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
@@ -51,7 +52,7 @@ def score_context(model_path: str | Path, units_items: Iterable, titles: dict[in
         items = [int(i) for i in items]
         if not items:
             continue
-        prompt = n_tokens(prompts.prompt([titles[i] for i in items]), bos=True)
+        prompt = n_tokens(prompts.prompt([titles[i] for i in items], prompt_style), bos=True)
         longest_prompt = max(longest_prompt, prompt)
         need = max(need, prompt + max(title(i) for i in items) + decode)
     n_ctx = -(-(need + 1) // ROUND) * ROUND

@@ -17,7 +17,7 @@ import pandas as pd
 
 from llm4dsr import names
 from llm4dsr.io import Llm4dsrError, read_catalogue, read_parquet, write_parquet
-from llm4dsr.scores import cap, split_thresholds
+from llm4dsr.scores import cap, split_thresholds, threshold_column
 from llm4dsr.units import check_units, item_table
 
 log = logging.getLogger(__name__)
@@ -27,13 +27,15 @@ CHANGE_COLUMNS = ["unit", "user", "split", "pos", "old_item", "new_item", "prob"
 
 def select(items: pd.DataFrame, threshold: dict, max_per_sequence: dict,
            allowed: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Rows of ``items`` whose prob clears the split threshold, the most probable first, at
-    most max_per_sequence per unit; with ``allowed`` (unit, pos), only those positions."""
+    """Rows of ``items`` whose value on the threshold's scale (prob, or logp) clears the split
+    threshold, the highest first, at most max_per_sequence per unit; with ``allowed`` (unit,
+    pos), only those positions."""
     cuts = split_thresholds(items, threshold)
-    chosen = items[items["prob"] > items["split"].map(cuts)]
+    col = threshold_column(threshold)
+    chosen = items[items[col] > items["split"].map(cuts)]
     if allowed is not None:
         chosen = chosen.merge(allowed[["unit", "pos"]].drop_duplicates(), on=["unit", "pos"])
-    chosen = chosen.sort_values(["unit", "prob", "idx"], ascending=[True, False, True], kind="stable")
+    chosen = chosen.sort_values(["unit", col, "idx"], ascending=[True, False, True], kind="stable")
     rank = chosen.groupby("unit").cumcount().to_numpy()
     most = np.array([cap(s, max_per_sequence) for s in chosen["split"]], dtype=np.int64)  # int even when empty
     return chosen[rank < most].sort_values(["unit", "idx"])

@@ -535,7 +535,7 @@ def stats(interactions: pd.DataFrame, items: pd.DataFrame, window_cfg: dict, see
     users are the unit of independence of every interval the study reports."""
     wins = noise.split_windows(interactions, window_cfg)
     per_split = wins.split.value_counts()
-    kept = noise.sample_eval(wins, window_cfg["max_eval_windows"], seed)
+    kept = noise.sample_eval(wins, window_cfg["max_eval_windows"], seed, window_cfg["max_test_windows"])
     lengths = interactions.groupby("user").size()
     n_users, n_items = len(lengths), len(items)
     return {
@@ -544,8 +544,7 @@ def stats(interactions: pd.DataFrame, items: pd.DataFrame, window_cfg: dict, see
         "eval_windows_kept": {s: int((kept.split == s).sum()) for s in EVAL_SPLITS},
         "eval_users_kept": {s: int(kept.user[kept.split == s].nunique()) for s in EVAL_SPLITS},
         "mean_history_length": float(lengths.mean()),
-        "mean_window_history": float(np.minimum(interactions.pos[interactions.pos > 0],
-                                                window_cfg["max_history"]).mean()),
+        "mean_window_history": float(np.minimum(wins.target_pos, window_cfg["max_history"]).mean()),
         "density": len(interactions) / (n_users * n_items),
     }
 

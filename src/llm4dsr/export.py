@@ -213,7 +213,8 @@ def convert_hf(model_dir: str | Path, out: str | Path, outtype: str = "f16") -> 
         raise Llm4dsrError(f"{script}: llama.cpp converter missing (run ./setup.sh)")
     out = Path(out)
     with atomic_path(out) as tmp:
-        env = dict(os.environ, PYTHONPATH=str(CONVERTER_DIR / "gguf-py"))
+        path = os.pathsep.join(p for p in (str(CONVERTER_DIR / "gguf-py"), os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, PYTHONPATH=path)
         res = subprocess.run([sys.executable, str(script), str(model_dir), "--outfile", str(tmp),
                               "--outtype", outtype], env=env, capture_output=True, text=True)
         if res.returncode != 0:
@@ -222,8 +223,9 @@ def convert_hf(model_dir: str | Path, out: str | Path, outtype: str = "f16") -> 
     return out
 
 
-def merged_f16(peft_model, base: BaseModel, out: str | Path, workdir: str | Path) -> Path:
-    """Merge the adapter and write an f16 GGUF (direct for Llama+GGUF bases, else via the converter)."""
+def merged_f16(peft_model, base: BaseModel, out: str | Path, workdir: str | Path, tokenizer=None) -> Path:
+    """Merge the adapter and write an f16 GGUF (direct for Llama+GGUF bases, else via the
+    converter, which reads the model and ``tokenizer`` saved as a Hugging Face folder)."""
     config = peft_model.get_base_model().config
     if base.gguf and config.model_type != "llama":  # no tokenizer files for the converter to read
         raise Llm4dsrError(f"export.route=merged: a GGUF base of architecture {config.model_type} cannot be "
@@ -233,6 +235,8 @@ def merged_f16(peft_model, base: BaseModel, out: str | Path, workdir: str | Path
         return write_llama_gguf(out, merged.state_dict(), config, base.gguf_path, "F16")
     workdir = Path(workdir)
     merged.save_pretrained(workdir / "merged")
+    if tokenizer is not None:  # the converter reads the vocabulary from the folder
+        tokenizer.save_pretrained(workdir / "merged")
     return convert_hf(workdir / "merged", out)
 
 
@@ -284,7 +288,7 @@ def run(adapter_dir: str | Path, base: BaseModel, route: str, out_dir: str | Pat
                         threads)
         report["model"], report["lora"] = str(base.gguf_path), str(lora)
     else:
-        f16 = merged_f16(peft_model, base, out_dir / "model-F16.gguf", out_dir)
+        f16 = merged_f16(peft_model, base, out_dir / "model-F16.gguf", out_dir, tok)
         model_for_parity = peft_model.get_base_model()  # merged in place by merge_and_unload
         report = {"quantized": {}}
         for q in quant_types:
@@ -309,8 +313,10 @@ def _base_qtype(path: Path) -> str:
     return max(counts, key=counts.get) if counts else "F32"
 
 
-def run_from_config(adapter_dir, llm_cfg: dict, export_cfg: dict, out_dir, threads: int = 2) -> dict:
-    """The workflow step: export as ``export.route`` says, with parity prompts in the study's format."""
+def run_from_config(adapter_dir, llm_cfg: dict, export_cfg: dict, out_dir, prompt_style: str,
+                    threads: int = 2) -> dict:
+    """The workflow step: export as ``export.route`` says, with parity prompts in the
+    configured prompt style (config `prompt.style`)."""
     from . import prompts
     from .llm import resolve
 
@@ -319,6 +325,6 @@ def run_from_config(adapter_dir, llm_cfg: dict, export_cfg: dict, out_dir, threa
         raise Llm4dsrError(f"export.inference_quant={export_cfg['inference_quant']}: not in export.quant_types")
     titles = ["Toy Story (1995)", "Heat (1995)", "Casino (1995)", "Sabrina (1954)", "Jumanji (1995)"]
     n = export_cfg["parity_prompts"]
-    texts = [prompts.prompt(titles[k:] + titles[:k]) for k in range(n)]
+    texts = [prompts.prompt(titles[k:] + titles[:k], prompt_style) for k in range(n)]
     base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
     return run(adapter_dir, base, export_cfg["route"], out_dir, quants, texts, threads, llm_cfg["dtype"])

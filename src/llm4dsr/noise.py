@@ -2,14 +2,18 @@
 
 The order matters, so that every noise setting of a dataset shares identical windows:
 
-1. Windows come from the *clean* log: one per target position ``pos >= 1``; the
-   history is up to ``max_history`` preceding items.
+1. Windows come from the *clean* log; the history is up to ``max_history`` preceding
+   items. ``window.construction: every_position`` (the study): one per target position
+   ``pos >= 1``. ``full_history`` (the reference code's ``range(min(10, n-1), n)``): one
+   per position ``>= max_history``, and for a user with at most ``max_history`` items one
+   window only, its last item the target: ``max(1, n - max_history)`` windows.
 2. ``window.split_mode: global_time`` (the paper): all windows are sorted by target
    time (ties by user, then position) and cut train/valid/test by ``window.split``
    along that order. ``last_per_user``: each user's last window is test, the one
    before valid, the rest train.
-3. ``max_eval_windows`` keeps a seeded sample of N valid and N test windows; the
-   sample depends on the config seed only, never on the noise setting.
+3. ``max_eval_windows`` keeps a seeded sample of N valid and N test windows, and
+   ``max_test_windows`` caps the test windows further (the reference's 5,000-window test
+   sample); the samples depend on the config seed only, never on the noise setting.
 4. Noise: each interaction is replaced, with probability ``rate``, by another
    catalogue item (never itself), in every split. The *target* of a test window is
    then shown clean (it is the label the backbones are scored on), while the same
@@ -61,11 +65,30 @@ def _by_user(interactions: pd.DataFrame) -> pd.DataFrame:
     return interactions.sort_values(["user", "pos"], kind="stable", ignore_index=True)
 
 
+CONSTRUCTIONS = ("every_position", "full_history")
+
+
+def target_positions(pos: np.ndarray, n_items: np.ndarray, construction: str, max_history: int) -> np.ndarray:
+    """Which interactions are a window's target, given each one's position ``pos`` in its
+    user's time-sorted list and that user's number of interactions ``n_items``.
+
+    every_position: ``pos >= 1``. full_history (the reference code): ``pos >=
+    min(max_history, n - 1)``, and never ``pos 0`` (a one-item user gives no window).
+    """
+    if construction == "every_position":
+        return pos >= 1
+    if construction == "full_history":
+        return pos >= np.maximum(1, np.minimum(max_history, n_items - 1))
+    raise Llm4dsrError(f"config window.construction: {construction!r} is not one of {CONSTRUCTIONS}")
+
+
 def split_windows(interactions: pd.DataFrame, window_cfg: dict) -> pd.DataFrame:
     """Clean windows in target-time order: ``row`` (target's row in the user-sorted log),
     ``user``, ``target_pos``, ``time``, ``split``."""
     seq = _by_user(interactions)
-    rows = np.flatnonzero(seq.pos.to_numpy() >= 1)
+    n_items = seq.groupby("user")["pos"].transform("size").to_numpy()
+    rows = np.flatnonzero(target_positions(seq.pos.to_numpy(), n_items, window_cfg["construction"],
+                                           window_cfg["max_history"]))
     user, pos, time = seq.user.to_numpy()[rows], seq.pos.to_numpy()[rows], seq.timestamp.to_numpy()[rows]
     order = np.lexsort((pos, user, time))
     if window_cfg["split_mode"] == "last_per_user":
@@ -86,15 +109,17 @@ def split_windows(interactions: pd.DataFrame, window_cfg: dict) -> pd.DataFrame:
                          "time": time[order], "split": split})
 
 
-def sample_eval(windows: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
-    """Keep a seeded sample of ``n`` valid and ``n`` test windows (all train windows)."""
-    if n is None:
+def sample_eval(windows: pd.DataFrame, n: int | None, seed: int, n_test: int | None = None) -> pd.DataFrame:
+    """Keep a seeded sample of ``n`` valid and ``n`` test windows (all train windows), the
+    test windows capped further at ``n_test`` (None: no cap)."""
+    if n is None and n_test is None:
         return windows
     rng = rng_for(seed, "eval-windows")
     keep = windows.split.eq("train").to_numpy().copy()
     for split in EVAL_SPLITS:
         idx = np.flatnonzero(windows.split.eq(split).to_numpy())
-        keep[idx if len(idx) <= n else rng.choice(idx, size=n, replace=False)] = True
+        cap = min(c for c in (n, n_test if split == "test" else None, len(idx)) if c is not None)
+        keep[idx if len(idx) <= cap else rng.choice(idx, size=cap, replace=False)] = True
     return windows[keep].reset_index(drop=True)
 
 
@@ -230,7 +255,7 @@ def run(interactions_path: str | Path, items_path: str | Path, setting: str, win
     counts = read_catalogue(items_path).counts
 
     all_wins = split_windows(seq, window_cfg)
-    wins = sample_eval(all_wins, window_cfg["max_eval_windows"], seed)
+    wins = sample_eval(all_wins, window_cfg["max_eval_windows"], seed, window_cfg["max_test_windows"])
     clean = np.zeros(len(seq), dtype=bool)  # no interaction is exempt from noise
     observed, mask = inject(seq, counts, model, rate, clean, rng_for(seed, setting))
     split = np.full(len(seq), "none", dtype=object)

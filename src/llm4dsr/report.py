@@ -27,8 +27,9 @@ REMOTE_SCRIPT = re.compile(r"""<script[^>]*\ssrc=["']?(https?:)?//|import\(\s*["
 
 
 def report_files(dataset: str, noises: list[str], detectors: list[str], main_noise: str, sweep: bool,
-                 results: str = "results") -> dict:
-    """Every workflow output the report notebook reads, by role (and noise setting, detector).
+                 trained_on: str, results: str = "results") -> dict:
+    """Every workflow output the report notebook reads, by role (and noise setting, detector);
+    the LoRA loss and learning curve of the denoiser fine-tuned on ``trained_on``'s windows.
 
     Rule report declares exactly these as its inputs and hands this mapping to the
     notebook as its ``inputs`` parameter: the notebook builds no path itself.
@@ -37,8 +38,8 @@ def report_files(dataset: str, noises: list[str], detectors: list[str], main_noi
     files = {
         "stats": f"{top}/data/stats.json",
         "catalogue": f"{top}/data/items.parquet",
-        "loss": f"{top}/finetune/loss.tsv",
-        "curve": f"{top}/finetune/learning_curve.tsv",
+        "loss": f"{top}/finetune/{trained_on}/loss.tsv",
+        "curve": f"{top}/finetune/{trained_on}/learning_curve.tsv",
         "detection": {n: f"{top}/{n}/detection.json" for n in noises},
         "results": {n: f"{top}/{n}/results.csv" for n in noises},
         "units": {n: f"{top}/{n}/units.parquet" for n in noises},

@@ -39,7 +39,7 @@ class LlamaScorer:
     """A llama.cpp model (optionally with a LoRA adapter) that scores and decodes titles."""
 
     def __init__(self, model_path: str | Path, lora_path: str | Path | None = None, threads: int = 2,
-                 n_ctx: int = 1024, seed: int = 0):
+                 n_ctx: int = 1024, seed: int = 0, prompt_style: str = "study"):
         from llama_cpp import Llama
 
         check_gguf(model_path)
@@ -50,6 +50,7 @@ class LlamaScorer:
                          n_gpu_layers=-1,  # every layer on the GPU when llama.cpp was built with one
                          seed=seed, verbose=False)
         self.n_ctx = n_ctx
+        self.prompt_style = prompt_style  # config prompt.style, for the scoring and suggestion prompts
         self._has_logits = np.zeros(n_ctx, dtype=bool)  # positions whose llm.scores row is current
         self._title_tokens: dict[str, list[int]] = {}
         self.tokens_evaluated = 0
@@ -112,7 +113,7 @@ class LlamaScorer:
 
     def score(self, titles: list[str], full_title: bool = True) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(first-token log-scores, full-title log-scores or None, prompt tokens) for one history."""
-        ptoks = self.prompt_tokens(prompts.prompt(titles))
+        ptoks = self.prompt_tokens(prompts.prompt(titles, self.prompt_style))
         self.eval_tokens(ptoks)
         lp0 = self.last_logprobs()
         first = np.array([lp0[self.title_tokens(t)[0]] for t in titles])
@@ -175,7 +176,7 @@ def score_units(scorer: LlamaScorer, units: pd.DataFrame, titles: dict[int, str]
 
 def run(units_path, items_path, llm_cfg: dict, *, lora=None, model=None, suggest_cfg: dict | None = None,
         method: str = "full_title", out_first, out_full, out_suggestions=None, out_stats, threads: int = 2,
-        seed: int = 0) -> dict:
+        seed: int = 0, prompt_style: str = "study") -> dict:
     """The workflow step: score (and, if ``out_suggestions``, suggest for) every unit."""
     from .context import score_context
     from .io import read_catalogue, read_parquet, write_json
@@ -189,8 +190,9 @@ def run(units_path, items_path, llm_cfg: dict, *, lora=None, model=None, suggest
         if base.gguf_path is None:
             raise Llm4dsrError("export.route=adapter needs a GGUF base model (llm.base_model)")
         model = base.gguf_path
-    n_ctx = score_context(model, units["items"], titles, suggest_cfg if out_suggestions else None)
-    scorer = LlamaScorer(model, lora, threads=threads, seed=seed, n_ctx=n_ctx)
+    n_ctx = score_context(model, units["items"], titles, suggest_cfg if out_suggestions else None,
+                          prompt_style)
+    scorer = LlamaScorer(model, lora, threads=threads, seed=seed, n_ctx=n_ctx, prompt_style=prompt_style)
     decoder = None
     if out_suggestions:
         decoder = Suggester(scorer, titles, suggest_cfg["decoding"], suggest_cfg["max_tokens"])

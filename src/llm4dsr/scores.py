@@ -5,7 +5,8 @@ each item of a unit a log-score, higher = more likely noise. ``scores/{detector}
 holds, per unit, those log-scores (``logp``) and probabilities (``probs``): by default
 the softmax of the log-scores over the unit's items, so that every detector is
 normalised the same way (docs/outputs.md). The correction stage, the suggestion stage
-and the detection metrics all threshold these probabilities with :func:`split_thresholds`.
+and the detection metrics all threshold these probabilities with :func:`split_thresholds`,
+or, with ``correct.threshold.scale: logprob`` (the reference code), the raw log-scores.
 """
 from __future__ import annotations
 
@@ -43,15 +44,26 @@ def read_scores(paths: list[str | Path], names: list[str]) -> dict[str, pd.DataF
     return {n: read_parquet(p, COLUMNS) for n, p in zip(names, paths)}
 
 
-def split_thresholds(items: pd.DataFrame, threshold: dict) -> dict[str, float]:
-    """The probability an item must exceed, per split present in ``items`` (item_table rows).
+SCALES = {"unit_prob": "prob", "logprob": "logp"}  # correct.threshold.scale -> the item_table column
 
-    kind percentile: that percentile of the split's own probabilities, with the `train`
-    value for train and the `test` value for test and (separately) valid; kind
-    probability: the value itself.
+
+def threshold_column(threshold: dict) -> str:
+    """The item_table column a threshold is taken on: ``prob`` (scale unit_prob, the
+    probability normalised over the unit) or ``logp`` (scale logprob, the raw log-score:
+    the reference code's percentiles of the first-token vocabulary log-probability)."""
+    return SCALES[threshold["scale"]]
+
+
+def split_thresholds(items: pd.DataFrame, threshold: dict) -> dict[str, float]:
+    """The value an item must exceed, per split present in ``items`` (item_table rows), on
+    the threshold's scale (:func:`threshold_column`).
+
+    kind percentile: that percentile of the split's own values, pooled over its units,
+    with the `train` value for train and the `test` value for test and (separately)
+    valid; kind probability: the value itself.
     """
     out = {}
-    for split, probs in items.groupby("split")["prob"]:
+    for split, probs in items.groupby("split")[threshold_column(threshold)]:
         value = threshold["train"] if split == "train" else threshold["test"]
         out[split] = float(np.percentile(probs, value)) if threshold["kind"] == "percentile" else float(value)
     return out

@@ -56,7 +56,7 @@ class Suggester:
 
     def suggest(self, history_titles: list[str], index: int, exclude: set[int]) -> tuple[int, str]:
         """(item, title) to replace ``history_titles[index]``."""
-        text = prompts.suggestion_prompt(history_titles, history_titles[index])
+        text = prompts.suggestion_prompt(history_titles, history_titles[index], self.scorer.prompt_style)
         tokens = self.scorer.prompt_tokens(text)
         if self.decoding == "trie":
             return self._trie_decode(tokens, exclude)
@@ -105,7 +105,7 @@ class Suggester:
         """Ground free text to the catalogue title whose embedding is nearest (L2)."""
         if self._embeddings is None:
             ids = sorted(self.titles)
-            vecs = np.array([self._embed(self.titles[i]) for i in ids])
+            vecs = self._embed([self.titles[i] for i in ids])  # the catalogue in a few batched passes
             self._embeddings = (np.array(ids), vecs)
         ids, vecs = self._embeddings
         dist = np.linalg.norm(vecs - self._embed(text), axis=1)
@@ -114,14 +114,21 @@ class Suggester:
                 return int(ids[k]), self.titles[int(ids[k])]
         return int(ids[0]), self.titles[int(ids[0])]
 
-    def _embed(self, text: str) -> np.ndarray:
-        """Mean of the last hidden states, read from llama.cpp in embedding mode."""
+    def _embed(self, text: str | list[str]) -> np.ndarray:
+        """Mean of the last hidden states, read from llama.cpp in embedding mode ([n, dim]
+        for a list of texts, embedded several per pass)."""
         if not hasattr(self, "_embedder"):
             from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
 
             src = self.scorer.llm
+            per_text = max(256, self.scorer.n_ctx)  # each text's own context holds any title or answer
+            texts_per_pass = max(1, 8192 // per_text)
+            # the scorer's threads for batches too (llama.cpp's default, every core, spins on
+            # its barriers when the cores are shared: 50x slower), and every layer on the GPU
             self._embedder = Llama(model_path=src.model_path, lora_path=src.lora_path, embedding=True,
-                                   pooling_type=LLAMA_POOLING_TYPE_MEAN, n_ctx=max(256, self.scorer.n_ctx),
-                                   n_threads=src.n_threads, verbose=False)
-        # an empty answer still needs a token to embed
-        return np.asarray(self._embedder.embed(prompts.display_title(text) or "?"), dtype=np.float32)
+                                   pooling_type=LLAMA_POOLING_TYPE_MEAN, n_ctx=per_text * texts_per_pass,
+                                   n_batch=1024, n_ubatch=1024, n_seq_max=texts_per_pass, n_threads=src.n_threads,
+                                   n_threads_batch=src.n_threads_batch, n_gpu_layers=-1, verbose=False)
+        texts = [prompts.display_title(t) or "?" for t in ([text] if isinstance(text, str) else text)]
+        vecs = np.asarray(self._embedder.embed(texts), dtype=np.float32)  # an empty answer still needs a token
+        return vecs[0] if isinstance(text, str) else vecs

@@ -118,20 +118,21 @@ def item_table(units: pd.DataFrame, scores: pd.DataFrame | None = None, name: st
 
 def self_supervised_units(windows: pd.DataFrame, n_items: int, n: int, seed: int,
                           counts: np.ndarray | None = None) -> pd.DataFrame:
-    """Held-out self-supervised units: in a clean train-window history, one item replaced.
+    """Held-out self-supervised units: in a train-window history (its items as observed in
+    the setting that trains the denoiser), one item replaced.
 
     As in the fine-tuning data (:func:`llm4dsr.noise.draw_replacement`), the replacement
     is a catalogue item not already in the history, uniform or, with ``counts``, drawn
     by popularity; its position is the unit's only noise=1. Labels are free.
     """
-    train = windows[(windows["split"] == "train") & (windows["history_clean"].map(len) >= MIN_ITEMS)]
-    if n_items <= max(train["history_clean"].map(len), default=0):
+    train = windows[(windows["split"] == "train") & (windows["history"].map(len) >= MIN_ITEMS)]
+    if n_items <= max(train["history"].map(len), default=0):
         raise Llm4dsrError(f"items.parquet: {n_items} items are too few to replace one in a history")
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(train), size=min(n, len(train)), replace=False))
     rows = []
     for w in train.iloc[chosen].itertuples(index=False):
-        items, tp = [int(i) for i in w.history_clean], int(w.target_pos)
+        items, tp = [int(i) for i in w.history], int(w.target_pos)
         k = int(rng.integers(len(items)))
         items[k] = draw_replacement(set(items), n_items, counts, rng)
         noise = [int(j == k) for j in range(len(items))]
@@ -161,7 +162,7 @@ def run(sequences_path, windows_path, mode: str, block: int, out_path) -> pd.Dat
 def run_selfsup(windows_path, catalogue_path, n: int, seed: int, replace_with: str, out_path) -> pd.DataFrame:
     """The workflow step of rule selfsup_units: held-out self-supervised units, the
     replaced item drawn as in fine-tuning (``replace_with``: uniform | popularity)."""
-    windows = read_parquet(windows_path, ["window", "user", "split", "target_pos", "history_clean"])
+    windows = read_parquet(windows_path, ["window", "user", "split", "target_pos", "history"])
     catalogue = read_catalogue(catalogue_path)
     counts = catalogue.counts if replace_with == "popularity" else None
     units = self_supervised_units(windows, catalogue.n_items, n, seed, counts)

@@ -3,6 +3,8 @@
 # and the results table of each noise setting (means with intervals, paired
 # differences against `noisy` and `clean`; the denoisers' own recommenders, from rule
 # denoise, join it as models of their own).
+# With backbone.test_selection_diagnostic, also the diagnostic table of what selecting
+# on test (the reference code's flaw) would have added: never a result.
 
 rule clean_windows:
     input:
@@ -81,3 +83,26 @@ rule backbone_table:
         "../../envs/llm4dsr.yaml"
     script:
         "../scripts/backbone_table.py"
+
+
+rule selection_gap:
+    input:
+        unpack(backbone_results),
+    output:
+        csv="results/{dataset}/{noise}/test_selection_gap.csv",
+        md=report(
+            "results/{dataset}/{noise}/test_selection_gap.md",
+            caption="../report/selection_gap.rst",
+            category="Diagnostics",
+            subcategory="{noise}",
+        ),
+    log:
+        "logs/selection_gap/{dataset}/{noise}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/selection_gap.py"

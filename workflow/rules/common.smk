@@ -6,6 +6,7 @@ import sys
 
 from llm4dsr import config as configuration, names
 from llm4dsr.io import Llm4dsrError
+from llm4dsr.llm import CHUNKED_MODELS, OFFLINE_MODELS
 
 try:  # fills the schema's defaults; a wrong value stops here, before any job, in one line
     config.update(configuration.validate(config, "config"))
@@ -13,13 +14,28 @@ except Llm4dsrError as exc:
     sys.exit(f"error: {exc}")
 
 DATASETS = list(config["datasets"])
+# rule synthetic_raw writes their raw files (rehearsals); rule download fetches the others'
+SYNTHETIC = [d for d, entry in config["datasets"].items() if entry["synthetic"] is not None]
+NO_MATCH = "(?!)"  # a wildcard constraint that matches nothing (an empty list of names)
 NOISES = list(config["noise"]["settings"])
 REPORT = config["report"]
+FINETUNE = config["finetune"]
+
+
+def train_noise(noise):
+    """The noise setting whose train windows fine-tuned the denoiser that scores `noise`:
+    the setting itself (finetune.per_setting) or finetune.noise for every setting."""
+    return noise if FINETUNE["per_setting"] else FINETUNE["noise"]
+
+
+TRAIN_NOISES = list(dict.fromkeys(train_noise(n) for n in NOISES))  # one denoiser each
+HF_FOLDER_MODELS = list(OFFLINE_MODELS) + list(CHUNKED_MODELS)  # rule hf_folder writes them as folders
 
 
 wildcard_constraints:
     dataset=names.pattern(DATASETS),
     noise=names.NOISE_SETTING,
+    train_noise=names.NOISE_SETTING,
 
 
 def dataset_cfg(wildcards):
@@ -31,7 +47,7 @@ def all_outputs():
     targets = []
     for d in DATASETS:
         targets.append(f"results/{d}/data/stats.json")
-        targets.append(f"results/{d}/export/parity.json")
+        targets += [f"results/{d}/export/{t}/parity.json" for t in TRAIN_NOISES]
         targets += [f"results/{d}/{n}/detection.json" for n in NOISES]
     return targets + backbone_tables() + report_outputs()
 
@@ -51,10 +67,15 @@ def combined_parts(combination="combined"):
     return ([LLM_MAIN] if combination == "combined" else []) + list(config["detectors"])
 
 
+def selfsup_units(wildcards):
+    """The held-out self-supervised units of the denoiser that scores wildcards.noise."""
+    return f"results/{wildcards.dataset}/selfsup/{train_noise(wildcards.noise)}/units.parquet"
+
+
 def selfsup_scores(wildcards, name):
-    # the LLM scores the (noise-independent) selfsup units once; baselines are fitted per noise
+    # the LLM scores its own selfsup units once; baselines are fitted per noise setting
     if name in names.LLM_SCORES:
-        return f"results/{wildcards.dataset}/selfsup/scores/{name}.parquet"
+        return f"results/{wildcards.dataset}/selfsup/{train_noise(wildcards.noise)}/scores/{name}.parquet"
     return f"results/{wildcards.dataset}/{wildcards.noise}/selfsup/scores/{name}.parquet"
 
 
@@ -62,7 +83,7 @@ def combine_inputs(wildcards):
     base = f"results/{wildcards.dataset}/{wildcards.noise}"
     return {
         "units": f"{base}/units.parquet",
-        "selfsup_units": f"results/{wildcards.dataset}/selfsup/units.parquet",
+        "selfsup_units": selfsup_units(wildcards),
         "scores": [f"{base}/scores/{d}.parquet" for d in combined_parts(wildcards.combination)],
         "selfsup_scores": [selfsup_scores(wildcards, d) for d in combined_parts(wildcards.combination)],
     }
@@ -92,21 +113,35 @@ def denoiser_settings(wildcards):
 
 
 # LLM stages (finetune.smk, export.smk, score.smk) ---------------------------------------
-def export_outputs(dataset):
+# Their outputs are keyed by {train_noise}, the setting whose train windows fine-tuned the
+# denoiser: results/{dataset}/finetune/{train_noise}/, export/{train_noise}/, selfsup/{train_noise}/.
+def base_model_files(wildcards):
+    """The base model folder when a rule writes it (llm.base_model resources/hf/<offline model>,
+    rule hf_folder), so that the LLM rules wait for it; nothing for any other base."""
+    from llm4dsr.llm import hf_folder_model
+
+    return {"base": config["llm"]["base_model"]} if hf_folder_model(config["llm"]["base_model"]) else {}
+
+
+def export_outputs(dataset, trained_on):
     """The GGUF files the export route writes."""
     exp = config["export"]
+    base = f"results/{dataset}/export/{trained_on}"
     if exp["route"] == "adapter":
-        return [f"results/{dataset}/export/adapter.gguf"]
-    return [f"results/{dataset}/export/model-{q}.gguf" for q in exp["quant_types"]]
+        return [f"{base}/adapter.gguf"]
+    return [f"{base}/model-{q}.gguf" for q in exp["quant_types"]]
 
 
 def llm_files(wildcards):
     """The llama.cpp model that scores: the adapter GGUF (applied to the base GGUF at load
-    time) or the merged model quantized to export.inference_quant."""
+    time) or the merged model quantized to export.inference_quant; the denoiser of
+    wildcards.noise (rule score) or of wildcards.train_noise (rule score_selfsup)."""
     exp = config["export"]
+    trained_on = wildcards.train_noise if "train_noise" in wildcards.keys() else train_noise(wildcards.noise)
+    base = f"results/{wildcards.dataset}/export/{trained_on}"
     if exp["route"] == "adapter":
-        return {"lora": f"results/{wildcards.dataset}/export/adapter.gguf"}
-    return {"model": f"results/{wildcards.dataset}/export/model-{exp['inference_quant']}.gguf"}
+        return {"lora": f"{base}/adapter.gguf"}
+    return {"model": f"{base}/model-{exp['inference_quant']}.gguf"}
 
 
 # backbones (backbone.smk) ---------------------------------------------------------------
@@ -135,8 +170,12 @@ def backbone_results(wildcards):
 
 
 def backbone_tables():
-    """The results table of every dataset and noise setting."""
-    return expand("results/{dataset}/{noise}/results.md", dataset=DATASETS, noise=NOISES)
+    """The results table of every dataset and noise setting (and the test-selection
+    diagnostic's, when backbone.test_selection_diagnostic asks for it)."""
+    tables = expand("results/{dataset}/{noise}/results.md", dataset=DATASETS, noise=NOISES)
+    if config["backbone"]["test_selection_diagnostic"]:
+        tables += expand("results/{dataset}/{noise}/test_selection_gap.md", dataset=DATASETS, noise=NOISES)
+    return tables
 
 
 # report and correction-threshold sweep (report.smk) ------------------------------------
@@ -145,9 +184,11 @@ BACKBONE_CONDITIONS = names.pattern(config["backbone"]["conditions"] + SWEEP_CON
 
 
 def sweep_correct(wildcards):
-    """config `correct` with the sweep's percentile threshold on train and test alike."""
+    """config `correct` with the sweep's percentile threshold on train and test alike (on the
+    configured scale)."""
     t = float(wildcards.threshold)
-    return {**config["correct"], "threshold": {"kind": "percentile", "train": t, "test": t}}
+    threshold = {**config["correct"]["threshold"], "kind": "percentile", "train": t, "test": t}
+    return {**config["correct"], "threshold": threshold}
 
 
 def sweep_results(wildcards):
@@ -158,7 +199,8 @@ def sweep_results(wildcards):
 def report_files(wildcards):
     from llm4dsr.report import report_files
 
-    return report_files(wildcards.dataset, NOISES, detection_detectors(), REPORT["noise"], bool(SWEEP_CONDITIONS))
+    return report_files(wildcards.dataset, NOISES, detection_detectors(), REPORT["noise"], bool(SWEEP_CONDITIONS),
+                        train_noise(REPORT["noise"]))
 
 
 def report_inputs(wildcards):
@@ -175,6 +217,7 @@ def report_parameters(wildcards):
         "inputs": report_files(wildcards),
         "noise_settings": NOISES,
         "main_noise": REPORT["noise"],
+        "trained_on": train_noise(REPORT["noise"]),
         "detectors": detection_detectors(),
         "llm_main": LLM_MAIN,
         "objective": config["finetune"]["objective"],

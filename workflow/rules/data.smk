@@ -1,5 +1,6 @@
-# Data stage: raw files (downloaded into resources/ when the source needs it) ->
-# preprocessed log, item titles and dataset statistics.
+# Data stage: raw files (downloaded into resources/ when the source needs it, or, for a
+# rehearsal's `synthetic` dataset, written in the source's real format without any
+# network) -> preprocessed log, item titles and dataset statistics.
 from llm4dsr.data import KNOWN_MD5, raw_files, raw_inputs
 
 
@@ -13,6 +14,7 @@ rule download:
         url=lambda w: raw_files(config["datasets"][w.dataset], w.dataset)[w.file],
         md5=lambda w: KNOWN_MD5.get(w.file),
     wildcard_constraints:
+        dataset=names.pattern([d for d in DATASETS if d not in SYNTHETIC]) or NO_MATCH,
         file=r"[^/]+\.(json\.gz|zip)",
     resources:
         runtime=120,
@@ -20,6 +22,27 @@ rule download:
         "../../envs/llm4dsr.yaml"
     script:
         "../scripts/download.py"
+
+
+rule synthetic_raw:
+    output:
+        "resources/{dataset}/{file}",
+    log:
+        "logs/synthetic_raw/{dataset}/{file}.log",
+    params:
+        dataset=dataset_cfg,
+        seed=config["seed"],
+    wildcard_constraints:
+        dataset=names.pattern(SYNTHETIC) or NO_MATCH,
+        file=r"[^/]+\.json\.gz",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/synthetic_raw.py"
 
 
 rule data:

@@ -27,12 +27,12 @@ rule units:
 
 rule selfsup_units:
     input:
-        windows=f"results/{{dataset}}/{config['finetune']['noise']}/windows.parquet",
+        windows="results/{dataset}/{train_noise}/windows.parquet",
         catalogue="results/{dataset}/data/items.parquet",
     output:
-        "results/{dataset}/selfsup/units.parquet",
+        "results/{dataset}/selfsup/{train_noise}/units.parquet",
     log:
-        "logs/selfsup_units/{dataset}.log",
+        "logs/selfsup_units/{dataset}/{train_noise}.log",
     params:
         n=config["finetune"]["heldout"],
         seed=config["seed"] + 1,  # not the fine-tuning sample's seed
@@ -53,7 +53,7 @@ rule detector_scores:
         sequences="results/{dataset}/{noise}/sequences.parquet",
         catalogue="results/{dataset}/data/items.parquet",
         units="results/{dataset}/{noise}/units.parquet",
-        selfsup_units="results/{dataset}/selfsup/units.parquet",
+        selfsup_units=selfsup_units,
     output:
         scores="results/{dataset}/{noise}/scores/{detector}.parquet",
         selfsup="results/{dataset}/{noise}/selfsup/scores/{detector}.parquet",

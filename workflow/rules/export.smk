@@ -5,15 +5,17 @@
 
 rule export:
     input:
-        adapter="results/{dataset}/finetune/adapter",
+        unpack(base_model_files),
+        adapter="results/{dataset}/finetune/{train_noise}/adapter",
     output:
-        models=export_outputs("{dataset}"),
-        parity="results/{dataset}/export/parity.json",
+        models=export_outputs("{dataset}", "{train_noise}"),
+        parity="results/{dataset}/export/{train_noise}/parity.json",
     log:
-        "logs/export/{dataset}.log",
+        "logs/export/{dataset}/{train_noise}.log",
     params:
         export=config["export"],
         llm=config["llm"],
+        prompt_style=config["prompt"]["style"],
     priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: config["llm"]["threads"]
     resources:

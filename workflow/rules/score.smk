@@ -22,6 +22,7 @@ rule score:
         llm=config["llm"],
         score=config["score"],
         suggest=config["suggest"],
+        prompt_style=config["prompt"]["style"],
         seed=config["seed"],
     priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
     threads: config["llm"]["threads"]
@@ -38,13 +39,13 @@ rule score:
 use rule score as score_selfsup with:
     input:
         unpack(llm_files),
-        units="results/{dataset}/selfsup/units.parquet",
+        units="results/{dataset}/selfsup/{train_noise}/units.parquet",
         catalogue="results/{dataset}/data/items.parquet",
     output:
-        full="results/{dataset}/selfsup/scores/llm_full_title.parquet",
-        first="results/{dataset}/selfsup/scores/llm_first_token.parquet",
-        stats="results/{dataset}/selfsup/score_stats.json",
+        full="results/{dataset}/selfsup/{train_noise}/scores/llm_full_title.parquet",
+        first="results/{dataset}/selfsup/{train_noise}/scores/llm_first_token.parquet",
+        stats="results/{dataset}/selfsup/{train_noise}/score_stats.json",
     log:
-        "logs/score/{dataset}/selfsup.log",
+        "logs/score/{dataset}/selfsup/{train_noise}.log",
     benchmark:
-        "results/benchmarks/score/{dataset}/selfsup.tsv"
+        "results/benchmarks/score/{dataset}/selfsup/{train_noise}.tsv"

@@ -7,4 +7,4 @@ with logs.rule_log(snakemake.log[0]):
               suggest_cfg=snakemake.params.suggest, method=snakemake.params.score["method"],
               out_first=snakemake.output.first, out_full=snakemake.output.full,
               out_suggestions=snakemake.output.get("suggestions"), out_stats=snakemake.output.stats,
-              threads=snakemake.threads, seed=snakemake.params.seed)
+              threads=snakemake.threads, seed=snakemake.params.seed, prompt_style=snakemake.params.prompt_style)

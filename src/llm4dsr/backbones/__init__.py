@@ -2,8 +2,10 @@
 their registry, the trainer (trainer.py) and the results table (results.py).
 
 Every model maps a left-padded history [B, L] to scores over all items
-[B, n_items + 1] (``forward``) and has a full-softmax ``loss(history, target)``.
-A model is registered here under its name in llm4dsr.names.BACKBONES.
+[B, n_items + 1] (``forward``), to one vector per position (``encode_all``), and has a
+full-softmax ``loss(history, target)``; objectives.py has the objectives the trainer
+picks from (config ``backbone.objective``). A model is registered here under its name
+in llm4dsr.names.BACKBONES.
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ from .gru4rec import GRU4Rec
 from .sasrec import SASRec
 
 _BUILDERS: dict[str, Callable[[int, int, Mapping[str, Any]], SequentialRecommender]] = {
-    "sasrec": lambda n, L, c: SASRec(n, L, c["hidden"], c["layers"], c["heads"], c["dropout"]),
-    "gru4rec": lambda n, L, c: GRU4Rec(n, L, c["hidden"], c["layers"], c["dropout"]),
-    "caser": lambda n, L, c: Caser(n, L, c["hidden"], c["dropout"], c["caser_h"], c["caser_v"]),
-    "fmlprec": lambda n, L, c: FMLPRec(n, L, c["hidden"], c["layers"], c["dropout"]),
+    "sasrec": lambda n, L, c: SASRec(n, L, c["hidden"], c["layers"], c["heads"], c["dropout"], c["init"]),
+    "gru4rec": lambda n, L, c: GRU4Rec(n, L, c["hidden"], c["layers"], c["dropout"], c["init"]),
+    "caser": lambda n, L, c: Caser(n, L, c["hidden"], c["dropout"], c["caser_h"], c["caser_v"], c["init"]),
+    "fmlprec": lambda n, L, c: FMLPRec(n, L, c["hidden"], c["layers"], c["dropout"]),  # its own (reference) init
 }
 MODELS = tuple(_BUILDERS)
 

@@ -14,14 +14,14 @@ from .base import SequentialRecommender
 
 class Caser(SequentialRecommender):
     def __init__(self, n_items: int, max_len: int, hidden: int = 64, dropout: float = 0.5,
-                 n_h: int = 16, n_v: int = 4) -> None:
+                 n_h: int = 16, n_v: int = 4, init: str = "xavier") -> None:
         super().__init__(n_items, max_len, hidden)
         self.conv_v = nn.Conv2d(1, n_v, (max_len, 1))
         self.conv_h = nn.ModuleList(nn.Conv2d(1, n_h, (i, hidden)) for i in range(1, max_len + 1))
         self.drop = nn.Dropout(dropout)
         self.fc1 = nn.Linear(n_v * hidden + n_h * max_len, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
-        self.reset_parameters()
+        self.reset_parameters(init)
 
     def encode(self, history: torch.Tensor) -> torch.Tensor:
         e = self.item_emb(history).unsqueeze(1)                      # [B, 1, L, H]

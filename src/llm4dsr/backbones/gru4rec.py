@@ -9,14 +9,17 @@ from .base import SequentialRecommender
 
 class GRU4Rec(SequentialRecommender):
     def __init__(self, n_items: int, max_len: int, hidden: int = 64, layers: int = 1,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, init: str = "xavier") -> None:
         super().__init__(n_items, max_len, hidden)
         self.drop = nn.Dropout(dropout)
         self.gru = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True, bias=False)
         self.out = nn.Linear(hidden, hidden)
-        self.reset_parameters()
+        self.reset_parameters(init)
 
     def encode(self, history: torch.Tensor) -> torch.Tensor:
         # Left padding: the last step is always the newest item.
+        return self.encode_all(history)[:, -1]
+
+    def encode_all(self, history: torch.Tensor) -> torch.Tensor:
         states, _ = self.gru(self.drop(self.item_emb(history)))
-        return self.out(states[:, -1])
+        return self.out(states)

@@ -71,6 +71,55 @@ def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: s
     return table
 
 
+def selection_gap(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path) -> pd.DataFrame:
+    """The test-selection diagnostic table (backbone.test_selection_diagnostic): per
+    (model, condition), the mean over seeds of each test metric's gap between a selection
+    on the test split and the reported, validation-selected, run. A diagnostic of what the
+    reference code's flaw would add to its numbers, never a result."""
+    records = []
+    for p in json_paths:
+        r = read_json(p)
+        if "test_selection_diagnostic" not in r:
+            raise Llm4dsrError(f"{p}: no test_selection_diagnostic (run with backbone.test_selection_diagnostic)")
+        d = r["test_selection_diagnostic"]
+        records.append({"model": r["model"], "condition": r["condition"], "seed": r["seed"],
+                        "select_metric": d["select_metric"], "valid_selected_epoch": d["valid_selected_epoch"],
+                        "test_selected_epoch": d["epoch"], **{f"{k}_gap": v for k, v in d["gap"].items()}})
+    if not records:
+        raise Llm4dsrError(f"{csv_path}: no backbone results")
+    df = pd.DataFrame(records)
+    gaps = sorted((c for c in df.columns if c.endswith("_gap")),
+                  key=lambda c: (c.split("@")[0], int(c.split("@")[1].removesuffix("_gap"))))
+    g = df.groupby(["model", "condition"], sort=False)
+    table = g.size().rename("seeds").to_frame()
+    table["select_metric"] = g["select_metric"].first()
+    table["valid_selected_epoch_mean"] = g["valid_selected_epoch"].mean()
+    table["test_selected_epoch_mean"] = g["test_selected_epoch"].mean()
+    for c in gaps:
+        table[f"{c}_mean"] = g[c].mean()
+        table[f"{c}_std"] = g[c].std(ddof=1)
+    table = table.reset_index()
+    with atomic_path(csv_path) as tmp:
+        table.round(6).to_csv(tmp, index=False)
+    head = ["model", "condition", "seeds", "epoch (valid → test)", *(c.removesuffix("_gap").upper() for c in gaps)]
+    lines = ["**Diagnostic, not a result.** How much higher each test metric would be if the same runs "
+             f"were selected on the test split's {table['select_metric'].iloc[0].upper()}, as the reference code "
+             "selects (mean ± std over seeds of test-selected minus reported). The study's results select on "
+             "validation; these numbers only size the reference code's flaw.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [r["model"], r["condition"], str(r["seeds"]),
+                 f"{r['valid_selected_epoch_mean']:.1f} → {r['test_selected_epoch_mean']:.1f}"]
+        for c in gaps:
+            cell = f"{r[f'{c}_mean']:+.4f}"
+            if not math.isnan(r[f"{c}_std"]):
+                cell += f" ± {r[f'{c}_std']:.4f}"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    write_text("\n".join(lines) + "\n", md_path)
+    return table
+
+
 def _model_rows(model: str, runs: pd.DataFrame, metrics: list[str], intervals_cfg: dict, seed: int,
                 csv_path) -> list[dict]:
     """One row per condition of ``model``: means, intervals and paired differences."""

@@ -17,6 +17,8 @@ class _Block(nn.Module):
         self.ffn_norm = nn.LayerNorm(hidden)
         self.ffn = nn.Sequential(nn.Linear(hidden, hidden), nn.Dropout(dropout), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.Dropout(dropout))
+        for layer in (self.ffn[0], self.ffn[3]):  # Conv1d(k=1) in the reference: its init is PyTorch's
+            layer.keeps_default_init = True
 
     def forward(self, x: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
         q = self.attn_norm(x)
@@ -27,16 +29,19 @@ class _Block(nn.Module):
 
 class SASRec(SequentialRecommender):
     def __init__(self, n_items: int, max_len: int, hidden: int = 64, layers: int = 2,
-                 heads: int = 1, dropout: float = 0.5) -> None:
+                 heads: int = 1, dropout: float = 0.5, init: str = "xavier") -> None:
         super().__init__(n_items, max_len, hidden)
         self.heads = heads
         self.pos_emb = nn.Embedding(max_len, hidden)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(_Block(hidden, heads, dropout) for _ in range(layers))
         self.out_norm = nn.LayerNorm(hidden)
-        self.reset_parameters()
+        self.reset_parameters(init)
 
     def encode(self, history: torch.Tensor) -> torch.Tensor:
+        return self.encode_all(history)[:, -1]
+
+    def encode_all(self, history: torch.Tensor) -> torch.Tensor:
         b, n = history.shape
         pad = history == 0
         pos = torch.arange(n, device=history.device)
@@ -49,4 +54,4 @@ class SASRec(SequentialRecommender):
         blocked = blocked.repeat_interleave(self.heads, dim=0)
         for block in self.blocks:
             x = block(x, blocked) * ~pad[..., None]
-        return self.out_norm(x[:, -1])
+        return self.out_norm(x)

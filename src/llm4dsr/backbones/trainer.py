@@ -1,10 +1,16 @@
 """Train and evaluate a backbone recommender on one condition's windows.
 
-Protocol (DESIGN.md section 1, item 9): train on ``split == 'train'`` windows (history ->
-target); after every epoch score the ``valid`` windows and keep the weights with the
-best NDCG@10; stop after ``patience`` epochs without improvement. Only then are the
-``test`` windows read, once, and scored with the selected weights. (The reference
-code early-stops on the test split; this one never lets test data near training.)
+Protocol (DESIGN.md section 1, item 9): train on ``split == 'train'`` windows with the
+configured objective (objectives.py); after every epoch score the ``valid`` windows and
+keep the weights with the best ``select_metric`` (NDCG@10, or the reference's NDCG@20);
+stop after ``patience`` epochs without improvement. Only then are the ``test`` windows
+read, once, and scored with the selected weights. (The reference code selects and
+early-stops on the test split; this one never lets test data near training.)
+
+``test_selection_diagnostic`` (opt-in) is the one exception, and changes nothing above:
+the test windows are then also scored after every epoch, only to report, beside the
+result, how much selecting on test would have inflated it (a diagnostic gap, never a
+result). Which weights are selected, and the test metrics reported, are the same.
 
 Evaluation is a full ranking over all items 1..n_items: no sampled negatives, and
 items already in the history are NOT removed from the ranking -- the standard choice
@@ -28,10 +34,10 @@ from tqdm import tqdm
 from ..io import Llm4dsrError, read_catalogue, read_parquet, write_json, write_parquet
 from ..metrics import metrics_from_ranks, target_ranks
 from . import SequentialRecommender, build
+from .objectives import OBJECTIVES
 
 log = logging.getLogger(__name__)
 
-SELECT = "ndcg@10"  # model-selection metric on the validation split
 EVAL_BATCH = 1024
 
 
@@ -48,6 +54,7 @@ class Fit:
     valid: dict[str, float]
     train_seconds: float
     sequences_per_s: float
+    test_per_epoch: list[dict[str, float]] | None = None  # the diagnostic only (test_selection_diagnostic)
 
 
 def load_split(path: str | Path, split: str) -> pd.DataFrame:
@@ -89,19 +96,29 @@ def ranks_path(json_path: str | Path) -> Path:
     return Path(json_path).with_suffix(".ranks.parquet")
 
 
-def fit(model_name: str, n_items: int, train: Windows, valid: Windows, cfg: Mapping[str, Any],
-        seed: int, max_len: int = 10, device: str | None = None) -> Fit:
-    """Train on ``train``; select and early-stop on ``valid`` NDCG@10. Sees no test data.
+def eval_ks(cfg: Mapping[str, Any]) -> list[int]:
+    """The K of every metric computed: the reported ``ks`` and the selection metric's."""
+    return sorted(set(cfg["ks"]) | {int(cfg["select_metric"].split("@")[1])})
 
-    The selected weights are those of the first epoch with the best valid NDCG@10.
-    ``cfg`` is the config's `backbone` section.
+
+def fit(model_name: str, n_items: int, train: Windows, valid: Windows, cfg: Mapping[str, Any],
+        seed: int, max_len: int = 10, device: str | None = None, diagnostic_test: Windows | None = None) -> Fit:
+    """Train on ``train``; select and early-stop on ``valid``'s ``select_metric``.
+
+    The selected weights are those of the first epoch with the best valid select_metric.
+    ``cfg`` is the config's `backbone` section. Sees no test data, unless
+    ``diagnostic_test`` is given (test_selection_diagnostic): its metrics after every
+    epoch are then recorded in ``Fit.test_per_epoch`` and used for nothing else.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     order = torch.Generator().manual_seed(seed)
     model = build(model_name, n_items, cfg, max_len).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    ks = sorted(set(cfg["ks"]) | {10})
+    objective = OBJECTIVES[cfg["objective"]]
+    select = cfg["select_metric"]
+    ks = eval_ks(cfg)
+    test_per_epoch = [] if diagnostic_test is not None else None
     best, best_epoch, best_state, best_valid = -math.inf, 0, None, {}
     step_seconds, start = 0.0, time.perf_counter()
     n = len(train.target)
@@ -110,23 +127,39 @@ def fit(model_name: str, n_items: int, train: Windows, valid: Windows, cfg: Mapp
         model.train()
         t0, total = time.perf_counter(), 0.0
         for idx in torch.randperm(n, generator=order).split(cfg["batch_size"]):
-            loss = model.loss(train.history[idx].to(device), train.target[idx].to(device))
+            loss = objective(model, train.history[idx].to(device), train.target[idx].to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
         step_seconds += time.perf_counter() - t0
         metrics = evaluate(model, valid, ks)
-        if metrics[SELECT] > best:
-            best, best_epoch, best_valid = metrics[SELECT], epoch, metrics
+        if metrics[select] > best:
+            best, best_epoch, best_valid = metrics[select], epoch, metrics
             best_state = copy.deepcopy(model.state_dict())
+        if test_per_epoch is not None:  # the diagnostic: recorded, never read by selection
+            test_per_epoch.append(evaluate(model, diagnostic_test, ks))
         log.info("epoch %d: train loss %.4f, valid %s %.4f (best %.4f at epoch %d)",
-                 epoch, total / n, SELECT, metrics[SELECT], best, best_epoch)
-        epochs.set_postfix(loss=f"{total / n:.3f}", valid=f"{metrics[SELECT]:.4f}")
+                 epoch, total / n, select, metrics[select], best, best_epoch)
+        epochs.set_postfix(loss=f"{total / n:.3f}", valid=f"{metrics[select]:.4f}")
         if epoch - best_epoch >= cfg["patience"]:
             break
     model.load_state_dict(best_state)
-    return Fit(model, best_epoch, epoch, best_valid, time.perf_counter() - start, n * epoch / step_seconds)
+    return Fit(model, best_epoch, epoch, best_valid, time.perf_counter() - start, n * epoch / step_seconds,
+               test_per_epoch)
+
+
+def test_selection_gap(fit_result: Fit, reported: Mapping[str, float], select: str) -> dict[str, Any]:
+    """The diagnostic of test_selection_diagnostic: the epoch a selection on the test
+    split's ``select`` would have picked (first best), its test metrics, and their gap
+    to the reported (validation-selected) ones. Not a result: what the flaw would add."""
+    per_epoch = fit_result.test_per_epoch
+    epoch = 1 + max(range(len(per_epoch)), key=lambda i: (per_epoch[i][select], -i))
+    chosen = per_epoch[epoch - 1]
+    return {"note": "diagnostic, not a result: the same run selected on the test split",
+            "select_metric": select, "epoch": epoch, "valid_selected_epoch": fit_result.best_epoch,
+            "test": {k: chosen[k] for k in reported}, "gap": {k: chosen[k] - reported[k] for k in reported},
+            "test_per_epoch": [m[select] for m in per_epoch]}
 
 
 def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, model_name: str,
@@ -137,7 +170,8 @@ def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, 
     Writes ``out_path`` (JSON): test and valid metrics, best epoch, epochs run, train
     seconds, sequences/s, plus ``meta`` (dataset, noise, condition); and beside it the
     rank of every test window's target (:func:`ranks_path`), which the results table
-    resamples for its intervals.
+    resamples for its intervals. With ``cfg["test_selection_diagnostic"]``, also the
+    diagnostic gap of a selection on test.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -147,7 +181,10 @@ def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, 
     if not len(train.target) or not len(valid.target):
         raise Llm4dsrError(f"{windows_path}: needs train and valid windows")
     log.info("%s: %d train, %d valid windows, %d items", windows_path, len(train.target), len(valid.target), n_items)
-    result = fit(model_name, n_items, train, valid, cfg, seed, max_len, device)
+    diagnostic = None
+    if cfg["test_selection_diagnostic"]:  # opt-in: test metrics per epoch, for the diagnostic gap only
+        diagnostic = to_tensors(load_split(windows_path, "test"), n_items, max_len, windows_path)
+    result = fit(model_name, n_items, train, valid, cfg, seed, max_len, device, diagnostic_test=diagnostic)
     # The test split is read only now, after model selection is final.
     test_windows = load_split(windows_path, "test")
     test = to_tensors(test_windows, n_items, max_len, windows_path)
@@ -158,11 +195,13 @@ def run(windows_path: str | Path, items_path: str | Path, out_path: str | Path, 
            "n_train": len(train.target), "n_valid": len(valid.target), "n_test": len(test.target),
            "test_users": int(test_windows["user"].nunique()),
            "test": metrics_from_ranks(test_ranks, cfg["ks"]),
-           "valid": result.valid,
+           "valid": result.valid, "select_metric": cfg["select_metric"], "objective": cfg["objective"],
            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
            "train_seconds": round(result.train_seconds, 3),
            "sequences_per_s": round(result.sequences_per_s, 1),
            "device": str(next(result.model.parameters()).device)}
+    if result.test_per_epoch is not None:
+        out["test_selection_diagnostic"] = test_selection_gap(result, out["test"], cfg["select_metric"])
     log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in out["test"].items()))
     write_parquet(pd.DataFrame({"window": test_windows["window"].to_numpy(np.int64),
                                 "user": test_windows["user"].to_numpy(np.int64),

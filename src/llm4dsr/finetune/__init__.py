@@ -19,43 +19,47 @@ from .trainer import train
 log = logging.getLogger(__name__)
 
 
-def prepare(windows_path, items_path, heldout_units_path, ft_cfg: dict, seed: int, out_path):
+def prepare(windows_path, items_path, heldout_units_path, ft_cfg: dict, seed: int, out_path,
+            prompt_style: str = "study"):
     """The fine-tuning data of rule finetune: ``ft_cfg["samples"]`` examples drawn from the
-    train windows that no held-out self-supervised unit was made from, written to
-    ``out_path`` (sft_train.jsonl). Returns (examples, held-out units, catalogue)."""
-    windows = read_parquet(windows_path, ["split", "user", "target_pos", "history_clean", "target_clean"])
+    observed train windows that no held-out self-supervised unit was made from, their
+    prompts in ``prompt_style``, written to ``out_path`` (sft_train.jsonl). Returns
+    (examples, held-out units, catalogue)."""
+    windows = read_parquet(windows_path, ["split", "user", "target_pos", "history", "target"])
     catalogue = read_catalogue(items_path)
     heldout = read_parquet(heldout_units_path, ["user", "positions", "items", "noise"])
     pool = windows[~heldout_mask(windows, heldout)]
     log.info("%d train windows, %d left after removing the %d held-out ones",
              int((windows["split"] == "train").sum()), int((pool["split"] == "train").sum()), len(heldout))
     examples = make_examples(pool, catalogue.titles, ft_cfg["samples"], seed, ft_cfg["replace_with"],
-                             catalogue.counts)
+                             catalogue.counts, prompt_style)
     write_examples(examples, out_path)
     return examples, heldout, catalogue
 
 
 def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dict, seed: int,
-        out_dir, threads: int | None = None, intervals_cfg: dict | None = None) -> dict:
-    """The workflow step of rule finetune: build the examples, LoRA-train the base model.
-    ``llm_cfg``, ``ft_cfg`` and ``intervals_cfg`` are the config's validated `llm`,
-    `finetune` and `intervals` sections."""
+        out_dir, prompt_style: str, threads: int | None = None, intervals_cfg: dict | None = None) -> dict:
+    """The workflow step of rule finetune: build the examples from the observed train
+    windows of ``windows_path``, LoRA-train the base model. ``llm_cfg``, ``ft_cfg`` and
+    ``intervals_cfg`` are the config's validated `llm`, `finetune` and `intervals` sections,
+    ``prompt_style`` its `prompt.style`."""
     from ..llm import load_torch, resolve
 
     out_dir = Path(out_dir)
     examples, heldout, catalogue = prepare(windows_path, items_path, heldout_units_path, ft_cfg, seed,
-                                           out_dir / "sft_train.jsonl")
+                                           out_dir / "sft_train.jsonl", prompt_style)
     titles = catalogue.titles
 
     base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
     model, tok = load_torch(base, llm_cfg["dtype"])
-    held = [{"prompt": prompts.prompt([titles[int(i)] for i in its]), "candidates": [titles[int(i)] for i in its],
+    held = [{"prompt": prompts.prompt([titles[int(i)] for i in its], prompt_style), "candidates": [titles[int(i)] for i in its],
              "noise_index": int(np.argmax(nz))} for its, nz in zip(heldout["items"], heldout["noise"])]
     result = train(model, tok, examples, out_dir, lora=ft_cfg["lora"], steps=ft_cfg["steps"],
                    batch_size=ft_cfg["batch_size"], lr=ft_cfg["lr"], cutoff=ft_cfg["cutoff"], seed=seed,
                    checkpoint_every=ft_cfg["checkpoint_every"], threads=threads, objective=ft_cfg["objective"],
                    heldout=held[: ft_cfg["curve_examples"]], eval_every=ft_cfg["eval_every"],
-                   micro_batch_size=ft_cfg["micro_batch_size"], intervals_cfg=intervals_cfg)
+                   micro_batch_size=ft_cfg["micro_batch_size"], warmup=ft_cfg["warmup"],
+                   schedule=ft_cfg["schedule"], loss_span=ft_cfg["loss_span"], intervals_cfg=intervals_cfg)
     log.info("LoRA: %d steps, loss %.4f -> %.4f", result["steps"], result["first_loss"] or float("nan"),
              result["last_loss"] or float("nan"))
     return result

@@ -1,8 +1,11 @@
 """Self-supervised fine-tuning data: no human labels are needed.
 
-In each sampled train window (history + target, clean items) exactly one position is
-replaced by a random catalogue item; the model learns to name the replaced title and
-the original one (prompts.py has the format).
+In each sampled train window (history + target, the items as observed in the noise
+setting that trains the model: a user only has the observed log) exactly one position
+is replaced by a random catalogue item; the model learns to name the replaced title and
+the item that was there (prompts.py has the format). At rate 0.0 the observed items
+are the clean ones; in a noisy setting they hold that setting's noise, unlabelled, as in
+the reference code.
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ from ..noise import draw_replacement
 
 
 def make_examples(windows: pd.DataFrame, titles: dict[int, str], n: int, seed: int,
-                  replace_with: str = "uniform", counts: np.ndarray | None = None) -> list[dict]:
-    """``n`` self-supervised examples from train windows (history + target, clean items).
+                  replace_with: str = "uniform", counts: np.ndarray | None = None,
+                  style: str = "study") -> list[dict]:
+    """``n`` self-supervised examples from train windows (history + target, observed items),
+    their prompts in prompt style ``style``.
 
     One position of each sampled sequence is replaced by a random item not in the sequence;
     ``replace_with`` = ``uniform`` (the paper) or ``popularity`` (drawn by interaction count).
@@ -33,14 +38,14 @@ def make_examples(windows: pd.DataFrame, titles: dict[int, str], n: int, seed: i
         raise ValueError("popularity replacements need item counts")
     n_items = max(titles)
     examples = []
-    for history, target in zip(rows["history_clean"], rows["target_clean"]):
+    for history, target in zip(rows["history"], rows["target"]):
         seq = [int(i) for i in history] + [int(target)]
         pos = int(rng.integers(len(seq)))
         original = seq[pos]
         noise = draw_replacement(set(seq), n_items, counts if replace_with == "popularity" else None, rng)
         seq[pos] = noise
         cand = [titles[i] for i in seq]
-        examples.append({"prompt": prompts.prompt(cand), "response": prompts.response(titles[noise], titles[original]),
+        examples.append({"prompt": prompts.prompt(cand, style), "response": prompts.response(titles[noise], titles[original]),
                          "noise_index": pos, "items": seq, "original": original, "candidates": cand})
     return examples
 

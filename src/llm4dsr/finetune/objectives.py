@@ -1,6 +1,8 @@
 """Tokenized training examples and the two LoRA objectives.
 
-* ``generate`` (the paper): next-token cross-entropy on the answer tokens.
+* ``generate`` (the paper): next-token cross-entropy on the answer tokens (loss span
+  ``answer``) or on every token of prompt and answer (``sequence``, the reference code's
+  train_on_inputs).
 * ``candidates``: cross-entropy over the likelihoods of the history's own titles (the
   quantity the full-title scorer reads), every title scored in one packed forward pass
   with a 4D attention mask, plus the answer's loss.
@@ -39,15 +41,24 @@ def _too_long(cutoff: int, lengths: list[int], what: str) -> Llm4dsrError:
                         f"(= the longest example), {REMEDY}")
 
 
-def tokenize(examples: list[dict], tokenizer, cutoff: int | None) -> list[tuple[list[int], int]]:
-    """(token ids, index of the first response token) per example, cut to ``cutoff`` tokens
-    (None: not cut). A prompt that leaves no room for the answer is an error."""
-    out = []
+LOSS_SPANS = ("answer", "sequence")
+
+
+def tokenize(examples: list[dict], tokenizer, cutoff: int | None,
+             loss_span: str = "answer") -> list[tuple[list[int], int]]:
+    """(token ids, index of the first token in the loss) per example, cut to ``cutoff``
+    tokens (None: not cut): the first response token (loss span ``answer``) or 0
+    (``sequence``: every token a model predicts, i.e. all but the first). A prompt that
+    leaves no room for the answer is an error."""
+    if loss_span not in LOSS_SPANS:
+        raise ValueError(f"finetune.loss_span: {loss_span!r} is not one of {LOSS_SPANS}")
+    out, starts = [], []
     for ex in examples:
         p = prompt_ids(tokenizer, ex["prompt"])
-        out.append(((p + response_ids(tokenizer, ex["response"]))[:cutoff], len(p)))
-    if cutoff is not None and any(start >= cutoff for _, start in out):
-        raise _too_long(cutoff, [start + 1 for _, start in out], "needs (prompt + one answer token)")
+        out.append(((p + response_ids(tokenizer, ex["response"]))[:cutoff], len(p) if loss_span == "answer" else 0))
+        starts.append(len(p))
+    if cutoff is not None and any(start >= cutoff for start in starts):
+        raise _too_long(cutoff, [start + 1 for start in starts], "needs (prompt + one answer token)")
     return out
 
 
@@ -67,8 +78,9 @@ def _batch(tokenized, idx, pad_id):
 
 
 def response_loss(peft_model, input_ids, attn, labels):
-    """Mean cross-entropy over response tokens, with the output layer applied only at the
-    positions that predict them (the full vocabulary projection dominates otherwise)."""
+    """Mean cross-entropy over the labelled tokens (the response, or the whole sequence),
+    with the output layer applied only at the positions that predict them (the full
+    vocabulary projection dominates otherwise)."""
     import torch.nn.functional as F
 
     base = peft_model.get_base_model()

@@ -33,6 +33,23 @@ def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.
     return perm[k * batch_size:(k + 1) * batch_size]
 
 
+SCHEDULES = ("constant", "linear")
+
+
+def lr_factor(schedule: str, warmup: int, steps: int):
+    """The learning-rate multiplier of optimizer step ``s`` (0-based), as a function.
+
+    constant (the study): min(1, (s + 1) / warmup). linear (the reference code, the
+    Hugging Face Trainer's default): s / warmup during the warmup (so the first step has
+    lr 0), then a linear decay that reaches 0 at step ``steps``.
+    """
+    if schedule == "constant":
+        return lambda s: min(1.0, (s + 1) / max(1, warmup))
+    if schedule == "linear":
+        return lambda s: s / max(1, warmup) if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))
+    raise ValueError(f"finetune.schedule: {schedule!r} is not one of {SCHEDULES}")
+
+
 def add_lora(model, lora: dict):
     from peft import LoraConfig, get_peft_model
 
@@ -70,7 +87,8 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
           lr: float, cutoff: int | None = None, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
           warmup: int = 5, progress: bool = True, objective: str = "generate",
           heldout: list[dict] | None = None, eval_every: int = 0, micro_batch_size: int | None = None,
-          on_eval=None, intervals_cfg: dict | None = None) -> dict:
+          on_eval=None, intervals_cfg: dict | None = None, schedule: str = "constant",
+          loss_span: str = "answer") -> dict:
     """LoRA-train ``model`` on ``examples``; write ``out_dir/adapter`` and ``out_dir/loss.tsv``.
 
     With ``heldout`` examples and ``eval_every`` > 0, the full-title detection quality on
@@ -92,13 +110,13 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     peft_model = add_lora(model, lora).to(device)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, warmup, steps))
     if objective == "candidates":
         tokenized = tokenize_candidates(examples, tokenizer, cutoff)
         lengths = packed_lengths(tokenized)
         check_positions(model, _last_position(tokenized), "the longest training example")
     else:
-        tokenized = tokenize(examples, tokenizer, cutoff)
+        tokenized = tokenize(examples, tokenizer, cutoff, loss_span)
         lengths = [len(ids) for ids, _ in tokenized]
         check_positions(model, max(lengths, default=0), "the longest training example")
     log.info("%d examples of %d to %d tokens (mean %.0f; finetune.cutoff %s)", len(lengths), min(lengths, default=0),
@@ -110,7 +128,8 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
         check_positions(model, _last_position(held), "the longest held-out example")
     start, history, curve = 0, [], []
     fingerprint = recipe_fingerprint(model, examples, lora=lora, batch_size=batch_size, lr=lr, seed=seed,
-                                     objective=objective, warmup=warmup, cutoff=cutoff)
+                                     objective=objective, warmup=warmup, cutoff=cutoff, schedule=schedule,
+                                     loss_span=loss_span, horizon=steps if schedule == "linear" else None)
     last = _latest_checkpoint(ckpt_dir)
     if last is not None:
         state = torch.load(last / "state.pt", weights_only=False)
