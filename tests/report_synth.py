@@ -20,7 +20,7 @@ from llm4dsr.units import item_table, make_units
 
 BOOT = {"resamples": 200, "level": 0.95}  # config intervals (fewer replicates: tests)
 
-DETECTORS = {"llm_full_title": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "combined": 2.0,
+DETECTORS = {"llm_trie": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "combined": 2.0,
              "combined_collab": 1.8}
 THRESHOLD = {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 90}
 HALF = 20  # items per community in denoise_synth: 2 * HALF items
@@ -107,12 +107,12 @@ def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("unifor
         results_table(base, ["clean", "noisy", "llm4dsr", "popularity"], ["sasrec", "gru4rec"], rate, "results")
         if noise == main:
             results_table(base, ["noisy", "llm4dsr-p0", "llm4dsr-p50", "llm4dsr-p90"], ["sasrec"], rate, "sweep")
-            chosen = select(item_table(units, tables["llm_full_title"]), THRESHOLD, {"train": 2, "test": 1})
+            chosen = select(item_table(units, tables["llm_trie"]), THRESHOLD, {"train": 2, "test": 1})
             changes = chosen.assign(old_item=chosen["item"], new_item=(chosen["item"] % n_items) + 1,
                                     was_noise=chosen["noise"])
             (base / "correct" / "llm4dsr").mkdir(parents=True)
             changes[CHANGE_COLUMNS].to_parquet(base / "correct" / "llm4dsr" / "changes.parquet")
-            suggestions(item_table(units, tables["llm_full_title"]), n_items).to_parquet(base / "suggestions.parquet")
+            suggestions(item_table(units, tables["llm_trie"]), n_items).to_parquet(base / "suggestions.parquet")
     (top / "finetune" / "uniform-0.0").mkdir(parents=True)  # the default denoiser: finetune.noise
     steps = np.arange(1, 31)
     pd.DataFrame({"step": steps, "loss": 2 / np.sqrt(steps) + 0.05 * rng.random(30), "tokens": 1200,

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from llm4dsr import config, correct, data, io, llm
+from llm4dsr import config, correct, data, io, llm, names
 from llm4dsr.config import ConfigError
 from llm4dsr.io import Llm4dsrError
 
@@ -535,13 +535,14 @@ def test_quick_preset_fine_tunes_and_scores_long_titles(tiny_gguf, tmp_path):
     u = pd.read_parquet(tmp_path / "u.parquet")
     u = u[u["items"].map(lambda x: 7 in list(x))].head(3)  # units holding the long title: the longest prompts
     io.write_parquet(u, tmp_path / "u3.parquet")
-    out = {k: tmp_path / "s" / f"{k}.parquet" for k in ("first", "full", "sugg")}
+    methods = names.scored_methods(cfg["score"])
     stats = score.run(tmp_path / "u3.parquet", items, cfg["llm"], lora=tmp_path / "export" / "adapter.gguf",
-                      suggest_cfg=cfg["suggest"], method=cfg["score"]["method"], out_first=out["first"],
-                      out_full=out["full"], out_suggestions=out["sugg"], out_stats=tmp_path / "s" / "stats.json",
-                      threads=1)
+                      suggest_cfg=cfg["suggest"], methods=methods,
+                      out_scores=[tmp_path / "s" / f"{m}.parquet" for m in methods],
+                      out_suggestions=tmp_path / "s" / "sugg.parquet", out_stats=tmp_path / "s" / "stats.json",
+                      max_per_sequence=cfg["correct"]["max_per_sequence"], threads=1)
     assert stats["units"] == 3 and stats["n_ctx"] <= 1024
-    assert len(pd.read_parquet(out["sugg"])) == 3
+    assert len(pd.read_parquet(tmp_path / "s" / "sugg.parquet")) == 3
 
 
 def test_titles_that_cannot_fit_the_context_name_the_key(tiny_gguf, tiny_torch, tmp_path):

@@ -69,10 +69,11 @@ OUTPUTS = [
     Output(f"{R}/{{noise}}/suggestions.parquet", rf"{N}/suggestions\.parquet", "parquet",
            ("unit", "index", "pos", "rank", "item", "title")),
     Output(f"{R}/{{noise}}/score_stats.json", rf"{N}/score_stats\.json", "json",
-           ("units", "skipped_empty", "seconds", "units_per_s", "tokens_evaluated", "greedy_unparsed", "model", "lora",
-            "n_ctx")),
+           ("units", "skipped_empty", "methods", "seconds", "s_per_unit", "units_per_s", "suggestions",
+            "seconds_suggest", "tokens_evaluated", "greedy_unparsed", "model", "lora", "n_ctx")),
     Output(f"{R}/selfsup/{{train_noise}}/score_stats.json", rf"selfsup/{N}/score_stats\.json", "json",  # no greedy_unparsed
-           ("units", "skipped_empty", "seconds", "units_per_s", "tokens_evaluated", "model", "lora", "n_ctx")),
+           ("units", "skipped_empty", "methods", "seconds", "s_per_unit", "units_per_s", "suggestions",
+            "seconds_suggest", "tokens_evaluated", "model", "lora", "n_ctx")),
     Output(f"{R}/selfsup/{{train_noise}}/units.parquet", rf"selfsup/{N}/units\.parquet", "parquet", UNITS,
            f"{R}/{{noise}}/units.parquet"),
     Output(f"{R}/selfsup/{{train_noise}}/scores/llm_*.parquet", rf"selfsup/{N}/scores/llm_\w+\.parquet", "parquet", SCORES,
@@ -199,9 +200,10 @@ def test_every_output_has_its_documented_columns(run):
         elif out.kind == "detection":
             data = json.loads(path.read_text())
             paired = data.pop("paired")
-            assert set(data) == {"llm_full_title", "llm_first_token", "popularity", "cooccurrence", "combined",
-                                 "combined_collab", "hsd", "steam"}, rel
-            assert {"llm_full_title - popularity", "llm_full_title - steam", "combined - combined_collab"} <= set(paired)
+            assert set(data) == {"llm_trie", "llm_first_token", "llm_full_title", "popularity", "cooccurrence",
+                                 "combined", "combined_collab", "hsd", "steam"}, rel
+            assert {"llm_trie - popularity", "llm_trie - steam", "llm_trie - llm_full_title",
+                    "combined - combined_collab"} <= set(paired)
             for pair in paired.values():  # "A - B" -> split -> metric -> diff, ci
                 assert set(pair) == {"train", "valid", "test"} and all(
                     set(m) == {"roc_auc", "pr_auc", "top1"} and all(set(v) == {"diff", "ci"} for v in m.values())

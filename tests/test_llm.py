@@ -191,7 +191,9 @@ def test_full_title_matches_torch_likelihood(tiny_torch, trained, scorer):
     model, tok = tiny_torch()
     model = PeftModel.from_pretrained(model, str(trained[0] / "adapter")).eval()
     names = [TITLES[i] for i in (3, 40, 42)]
-    first, full, ptoks = scorer.score(names)
+    got = scorer.score(names, ("first_token", "full_title"))
+    first, full = got["first_token"], got["full_title"]
+    ptoks = scorer.prompt_tokens(prompts.prompt(names))
     for k, name in enumerate(names):
         ctoks = scorer.title_tokens(name)
         ids = torch.tensor([ptoks + ctoks])
@@ -217,19 +219,68 @@ def test_logits_are_recomputed_where_the_cached_prefix_has_none(tiny, exported, 
     np.testing.assert_allclose(scorer.llm.scores[start:len(toks)], fresh.llm.scores[start:len(toks)], atol=1e-3)
 
 
-def test_first_token_ties_shared_prefixes_full_title_separates(scorer):
+def test_first_token_ties_shared_prefixes_full_title_and_trie_separate(scorer):
     names = [TITLES[40], TITLES[41], TITLES[5]]
-    first, full, _ = scorer.score(names)
+    got = scorer.score(names, ("first_token", "trie", "full_title"))
+    first, trie, full = got["first_token"], got["trie"], got["full_title"]
     assert first[0] == first[1]  # "Star Wars: Episode IV" / "... V" share their first token
-    assert full[0] != full[1]
+    assert full[0] != full[1] and trie[0] != trie[1]
+
+
+def test_trie_score_is_restricted_decoding_of_the_history_titles(tiny_torch, trained, scorer):
+    """trie = log P(decoding restricted to the unit's titles writes the title): at each
+    branching position, the model's probability renormalised over the titles' next tokens,
+    as torch computes it token by token; the titles' probabilities sum to 1; where first
+    tokens differ it orders titles as first_token does."""
+    from peft import PeftModel
+
+    model, tok = tiny_torch()
+    model = PeftModel.from_pretrained(model, str(trained[0] / "adapter")).eval()
+    names = [TITLES[i] for i in (40, 41, 5, 3)]
+    got = scorer.score(names, ("first_token", "trie"))
+    ptoks = scorer.prompt_tokens(prompts.prompt(names))
+    seqs = [scorer.title_tokens(n) for n in names]
+    for k, seq in enumerate(seqs):
+        expected = 0.0
+        for j, t in enumerate(seq):
+            nexts = sorted({s[j] for s in seqs if len(s) > j and s[:j] == seq[:j]})
+            if len(nexts) == 1:
+                continue  # nothing to choose here
+            with torch.no_grad():
+                lp = torch.log_softmax(model(torch.tensor([ptoks + seq[:j]])).logits[0, -1].double(), -1)
+            expected += (lp[t] - torch.logsumexp(lp[nexts], 0)).item()
+        assert math.isclose(got["trie"][k], expected, abs_tol=2e-3)
+    assert math.isclose(np.exp(got["trie"]).sum(), 1.0, abs_tol=1e-6)
+    distinct = [2, 3]  # first tokens unshared by the other titles: same order as first_token
+    assert (np.argsort(got["trie"][distinct]) == np.argsort(got["first_token"][distinct])).all()
+
+
+def test_trie_score_asks_the_model_only_where_titles_branch(scorer):
+    """Distinct first tokens: the prompt alone, no further evaluation; a shared prefix:
+    one more evaluation per branching node, not one per title token."""
+    distinct = [TITLES[i] for i in (40, 42, 43)]
+    assert len({scorer.title_tokens(t)[0] for t in distinct}) == 3
+    scorer.score(distinct, ("first_token",))
+    before = scorer.tokens_evaluated
+    scorer.score(distinct, ("trie",))
+    assert scorer.tokens_evaluated == before + 1  # the same prompt: only its last token is re-evaluated
+    shared = [TITLES[40], TITLES[41], TITLES[43]]
+    scorer.score(shared, ("first_token",))
+    before = scorer.tokens_evaluated
+    scorer.score(shared, ("trie",))
+    a, b = scorer.title_tokens(TITLES[40]), scorer.title_tokens(TITLES[41])
+    branch = next(j for j in range(min(len(a), len(b))) if a[j] != b[j])
+    assert scorer.tokens_evaluated - before <= 1 + branch  # the prompt's last token + the shared prefix
 
 
 def test_score_units_probabilities_and_suggestions(scorer):
-    units = pd.DataFrame({"unit": [0, 1, 2], "items": [[1, 2, 40, 41], [42, 5], []]})
+    units = pd.DataFrame({"unit": [0, 1, 2], "split": ["train", "test", "test"],
+                          "items": [[1, 2, 40, 41], [42, 5], []]})
     sugg = Suggester(scorer, TITLES)
-    first, full, suggestions, stats = score_units(scorer, units, TITLES, 2, "full_title", sugg, progress=False)
-    assert stats["skipped_empty"] == 1 and len(full) == 2
-    for df in (first, full):
+    tables, suggestions, stats = score_units(scorer, units, TITLES, ("trie", "first_token", "full_title"), sugg,
+                                             top_k=2, progress=False)
+    assert stats["skipped_empty"] == 1 and all(len(t) == 2 for t in tables.values())
+    for df in tables.values():
         for probs in df["probs"]:
             assert math.isclose(sum(probs), 1.0, rel_tol=1e-9)
     assert len(suggestions) == 4
@@ -249,10 +300,10 @@ def test_score_run_writes_each_suggestion_at_the_position_it_replaces(tiny, tmp_
     write_parquet(units, tmp_path / "units.parquet")
     write_parquet(pd.DataFrame({"item": list(TITLES), "title": list(TITLES.values()),
                                 "raw_id": [str(i) for i in TITLES], "count": 1}), tmp_path / "items.parquet")
-    out = {k: tmp_path / f"{k}.parquet" for k in ("first", "full", "suggestions")}
+    out = {k: tmp_path / f"{k}.parquet" for k in ("full", "first", "suggestions")}
     score.run(tmp_path / "units.parquet", tmp_path / "items.parquet", {}, model=tiny.gguf_path,
-              suggest_cfg={"top_k": 2, "decoding": "trie", "max_tokens": 20}, method="full_title",
-              out_first=out["first"], out_full=out["full"], out_suggestions=out["suggestions"],
+              suggest_cfg={"top_k": 2, "decoding": "trie", "max_tokens": 20}, methods=("full_title", "first_token"),
+              out_scores=[out["full"], out["first"]], out_suggestions=out["suggestions"],
               out_stats=tmp_path / "stats.json", threads=2)
     full = read_parquet(out["full"]).set_index("unit")
     got = read_parquet(out["suggestions"]).sort_values(["unit", "rank"])

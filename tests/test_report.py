@@ -73,7 +73,7 @@ def test_every_claim_carries_its_interval(full):
     for name in ("popularity", "cooccurrence"):
         m = report[name]["test"]
         assert f"{m['roc_auc']:.3f} [{m['roc_auc_ci'][0]:.3f}, {m['roc_auc_ci'][1]:.3f}]" in text
-    d = report["paired"]["llm_full_title - cooccurrence"]["test"]["roc_auc"]
+    d = report["paired"]["llm_trie - cooccurrence"]["test"]["roc_auc"]
     quoted = f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
     verdict = "is higher" if d["ci"][0] > 0 else "is lower" if d["ci"][1] < 0 else "cannot tell them apart"
     assert re.search(re.escape(quoted) + r": [^.]*" + verdict, text)
@@ -83,7 +83,7 @@ def test_missing_optional_inputs_are_skipped_with_a_note(tmp_path):
     for p in [top / "uniform-0.1" / "sweep.csv", top / "finetune" / "uniform-0.0" / "loss.tsv",
               *top.glob("*/scores/combined.parquet"), *top.glob("*/detection.json")]:
         p.unlink()
-    nb, html, out = execute(tmp_path, detectors=["llm_full_title", "popularity", "combined"])
+    nb, html, out = execute(tmp_path, detectors=["llm_trie", "popularity", "combined"])
     assert not outputs(nb, "error")
     notes = "".join(o.get("text", "") for o in outputs(nb, "stream"))
     assert "sweep.csv not found" in notes and "loss.tsv not found" in notes and "combined.parquet not found" in notes
@@ -149,7 +149,7 @@ def test_detection_numbers_follow_the_files(full):
                 assert row[k] == pytest.approx(v, abs=1e-9), (noise, d, k)
             for k in ("roc_auc", "pr_auc", "top1"):
                 assert [row[f"{k}_ci_low"], row[f"{k}_ci_high"]] == pytest.approx(report[d]["test"][f"{k}_ci"])
-        llm = "llm_full_title"
+        llm = "llm_trie"
         ranked = sorted(got, key=lambda d: -got[d]["roc_auc"])
         expected = (f"On {noise} (test split, {got[llm]['users']} users, {got[llm]['noise_items']} noise items), "
                     "ROC-AUC from best to worst: " + ", ".join(

@@ -36,7 +36,7 @@ def noise_rate(setting: str) -> float:
 
 # --------------------------------------------------------------------------- detectors
 # LLM scores: one score table per scoring method (score.py), named llm_<method>.
-LLM_METHODS = ("full_title", "first_token")
+LLM_METHODS = ("trie", "first_token", "full_title")
 
 
 def llm_score(method: str) -> str:
@@ -44,6 +44,12 @@ def llm_score(method: str) -> str:
 
 
 LLM_SCORES = tuple(llm_score(m) for m in LLM_METHODS)
+
+
+def scored_methods(score_cfg: dict) -> list[str]:
+    """The LLM scoring methods one run computes: config `score.method` first (it drives
+    correction and the suggestions' order), then `score.compare`."""
+    return list(dict.fromkeys([score_cfg["method"], *score_cfg["compare"]]))
 
 # Non-LLM detectors (detectors.py), name -> label.
 DETECTORS = {"popularity": "popularity", "cooccurrence": "co-occurrence", "idtransformer": "ID transformer"}
@@ -57,7 +63,7 @@ COMBINATIONS = ("combined", "combined_collab")
 # itself (a condition) and has its own recommender (a model of the results table).
 DENOISERS = {"hsd": "HSD", "steam": "STEAM"}
 
-LABELS = {"llm_full_title": "LLM (whole title)", "llm_first_token": "LLM (first token)",
+LABELS = {"llm_trie": "LLM (title trie)", "llm_full_title": "LLM (whole title)", "llm_first_token": "LLM (first token)",
           **DETECTORS, "combined": "combined (calibrated)", "combined_collab": "combined, no LLM", **DENOISERS}
 
 # --------------------------------------------------------------------------- conditions

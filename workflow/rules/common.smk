@@ -54,12 +54,13 @@ def all_outputs():
 
 # detection and correction (detect.smk, correct.smk) ------------------------------------
 LLM_MAIN = names.llm_score(config["score"]["method"])  # the LLM score correction and the combination read
+LLM_RUN = [names.llm_score(m) for m in names.scored_methods(config["score"])]  # every LLM score rule score writes
 
 
 def detection_detectors():
     """Every detector in detection.json: the LLM scorers, the baselines, the combinations,
     the published denoisers (their scores come from rule denoise)."""
-    return [*names.LLM_SCORES, *config["detectors"], *names.COMBINATIONS, *config["denoise"]["methods"]]
+    return [*LLM_RUN, *config["detectors"], *names.COMBINATIONS, *config["denoise"]["methods"]]
 
 
 def combined_parts(combination="combined"):

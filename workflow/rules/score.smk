@@ -1,7 +1,8 @@
 # Score stage (with suggestions): llama.cpp reads each unit's history and the prefix
-# `Noise Items: "`; its logits give each item a noise probability (full_title and
-# first_token scorers in one pass), and the top-k suspects get a replacement decoded
-# from the catalogue trie. The same model scores the held-out self-supervised units.
+# `Noise Items: "`; its logits give each item a noise probability (config score.method
+# and score.compare, in one pass), and the most suspected items (no more than correction
+# can change) get a replacement decoded from the catalogue trie. The same model scores
+# the held-out self-supervised units.
 
 
 rule score:
@@ -10,8 +11,7 @@ rule score:
         units="results/{dataset}/{noise}/units.parquet",
         catalogue="results/{dataset}/data/items.parquet",
     output:
-        full="results/{dataset}/{noise}/scores/llm_full_title.parquet",
-        first="results/{dataset}/{noise}/scores/llm_first_token.parquet",
+        scores=expand("results/{{dataset}}/{{noise}}/scores/{name}.parquet", name=LLM_RUN),
         suggestions="results/{dataset}/{noise}/suggestions.parquet",
         stats="results/{dataset}/{noise}/score_stats.json",
     log:
@@ -22,6 +22,7 @@ rule score:
         llm=config["llm"],
         score=config["score"],
         suggest=config["suggest"],
+        max_per_sequence=config["correct"]["max_per_sequence"],
         prompt_style=config["prompt"]["style"],
         seed=config["seed"],
     priority: 50  # on the critical path (the LLM chain): run before the many backbone jobs
@@ -42,8 +43,7 @@ use rule score as score_selfsup with:
         units="results/{dataset}/selfsup/{train_noise}/units.parquet",
         catalogue="results/{dataset}/data/items.parquet",
     output:
-        full="results/{dataset}/selfsup/{train_noise}/scores/llm_full_title.parquet",
-        first="results/{dataset}/selfsup/{train_noise}/scores/llm_first_token.parquet",
+        scores=expand("results/{{dataset}}/selfsup/{{train_noise}}/scores/{name}.parquet", name=LLM_RUN),
         stats="results/{dataset}/selfsup/{train_noise}/score_stats.json",
     log:
         "logs/score/{dataset}/selfsup/{train_noise}.log",
