@@ -29,9 +29,9 @@ def score_context(model_path: str | Path, units_items: Iterable, titles: dict[in
     """The llama.cpp context (n_ctx) that every unit's scoring and, with ``suggest_cfg``
     (config `suggest`), its suggestions fit in, prompts in ``prompt_style`` (config
     `prompt.style`). Reads the GGUF's vocabulary only."""
-    from llama_cpp import Llama
+    from .llamacpp import module
 
-    vocab = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    vocab = module().Llama(model_path=str(model_path), vocab_only=True, verbose=False)
 
     def n_tokens(text: str, bos: bool = False) -> int:
         return len(vocab.tokenize(text.encode("utf-8"), add_bos=bos, special=False))

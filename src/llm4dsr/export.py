@@ -190,7 +190,9 @@ def write_lora_gguf(out: str | Path, peft_model, alpha: float) -> Path:
 
 def quantize(src: str | Path, out: str | Path, qtype: str, threads: int = 2) -> Path:
     """Quantize a GGUF with llama.cpp's own quantizer."""
-    import llama_cpp
+    from .llamacpp import module
+
+    llama_cpp = module()
 
     check_gguf(src)
     if qtype not in LLAMA_FTYPES:
@@ -248,7 +250,10 @@ def parity(torch_model, tokenizer, gguf_path: str | Path, prompts: list[str], lo
     against a tolerance suited to the weights' quantization.
     """
     import torch
-    from llama_cpp import Llama
+
+    from .llamacpp import module
+
+    Llama = module().Llama
 
     min_corr = {"F32": 0.999, "F16": 0.999, "Q8_0": 0.99, "Q4_1": 0.95}.get(qtype, 0.9)
     llm = Llama(model_path=str(gguf_path), lora_path=lora_path, n_ctx=1024, n_threads=threads,

@@ -45,8 +45,9 @@ class LlamaScorer:
 
     def __init__(self, model_path: str | Path, lora_path: str | Path | None = None, threads: int = 2,
                  n_ctx: int = 1024, seed: int = 0, prompt_style: str = "study"):
-        from llama_cpp import Llama
+        from .llamacpp import module
 
+        Llama = module().Llama
         check_gguf(model_path)
         if lora_path:
             check_gguf(lora_path)

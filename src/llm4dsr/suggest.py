@@ -118,7 +118,10 @@ class Suggester:
         """Mean of the last hidden states, read from llama.cpp in embedding mode ([n, dim]
         for a list of texts, embedded several per pass)."""
         if not hasattr(self, "_embedder"):
-            from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+            from .llamacpp import module
+
+            llama_cpp = module()
+            Llama, LLAMA_POOLING_TYPE_MEAN = llama_cpp.Llama, llama_cpp.LLAMA_POOLING_TYPE_MEAN
 
             src = self.scorer.llm
             per_text = max(256, self.scorer.n_ctx)  # each text's own context holds any title or answer
