@@ -145,10 +145,11 @@ def main() -> None:
     recipes = sorted((root / "recipe_search").glob("*.tsv"))
     if recipes:
         parts.append(recipe_table(pd.concat([pd.read_csv(p, sep="\t") for p in recipes])))
-    bench = root / "benchmarks" / "llm_inference.json"
-    if bench.exists():
-        parts.append("## LLM inference benchmark\n\n`benchmarks/llm_inference.py` (`results/benchmarks/"
-                     "llm_inference.json`):\n\n```json\n" + bench.read_text().strip() + "\n```\n")
+    for name, title in (("llm_inference", "LLM inference benchmark"), ("score_stage", "Score stage before and after")):
+        bench = root / "benchmarks" / f"{name}.json"
+        if bench.exists():
+            parts.append(f"## {title}\n\n`benchmarks/{name}.py` (`results/benchmarks/{name}.json`):\n\n```json\n"
+                         + bench.read_text().strip() + "\n```\n")
     write_text("\n".join(parts), args.out)
     print(f"wrote {args.out}")
 

@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--noise", default="uniform-0.1")
     ap.add_argument("--users", type=int, default=20, help="users sampled (seeded) for the comparison")
     ap.add_argument("--block", type=int, default=10)
+    ap.add_argument("--train-noise", default="uniform-0.0", help="the setting the workflow's adapter was fine-tuned on")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="smollm2-135m", help="an offline GGUF base model (llm.base_model)")
     args = ap.parse_args()
@@ -40,19 +41,20 @@ def main() -> None:
     users = np.random.default_rng(0).choice(seq["user"].unique(), size=args.users, replace=False)
     seq, win = seq[seq["user"].isin(users)], win[win["user"].isin(users)]
     base = resolve(args.model)
-    adapter = res / "export" / "adapter.gguf"
-    tuned = adapter.exists() and trained_on(res / "finetune" / "adapter", base)  # the workflow's, if on this model
+    adapter = res / "export" / args.train_noise / "adapter.gguf"
+    tuned = adapter.exists() and trained_on(res / "finetune" / args.train_noise / "adapter", base)  # if on this model
     scorer = LlamaScorer(base.gguf_path, adapter if tuned else None, threads=args.threads)
     print(f"model: {args.model}{' + ' + str(adapter) if tuned else ' (base, no adapter)'}; "
           f"{args.users} users, {args.noise}, {args.threads} threads")
     print(f"{'mode':8} {'units':>6} {'items scored':>13} {'seconds':>8} {'s/interaction':>14} "
-          f"{'AUC full':>9} {'AUC first':>10} {'top1 full':>10}")
+          f"{'AUC trie':>9} {'AUC first':>10} {'top1 trie':>10}")
     interactions = int(seq["split"].isin(names.TRAIN_PERIOD).sum())
     for mode in ("window", "history"):
         u = units.make_units(seq, win, mode, args.block)
         u = u[u["split"] == "train"].reset_index(drop=True)
         t0 = time.time()
-        first, full, _, _ = score_units(scorer, u, titles, 0, "full_title", None, progress=False)
+        tables, _, _ = score_units(scorer, u, titles, ("trie", "first_token"), progress=False)
+        full, first = tables["trie"], tables["first_token"]
         secs = time.time() - t0
         m_full = metrics.detection_metrics(units.item_table(u, full), None)
         m_first = metrics.detection_metrics(units.item_table(u, first), None)
