@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llm4dsr import metrics, names, prompts
+from llm4dsr import metrics, prompts
 from llm4dsr.io import read_parquet, write_json, write_parquet
 from llm4dsr.scores import scores_frame
 from llm4dsr.units import item_table
