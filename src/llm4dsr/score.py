@@ -203,9 +203,8 @@ def score_units(scorer: LlamaScorer, units: pd.DataFrame, titles: dict[int, str]
 
     kept, logp, sugg = [], {m: [] for m in methods}, []
     skipped, suggest_secs = 0, 0.0
-    splits = units["split"] if "split" in units else ["train"] * len(units)
     t0 = time.time()
-    for unit, items, split in tqdm(zip(units["unit"], units["items"], splits), total=len(units), desc="score",
+    for unit, items, split in tqdm(zip(units["unit"], units["items"], units["split"]), total=len(units), desc="score",
                                    disable=not progress, mininterval=10):
         items = [int(i) for i in items]
         if not items:
