@@ -4,6 +4,7 @@ quality and paired differences per noise setting, backbone metrics and paired
 differences), and the benchmark scripts' outputs found under results/.
 
     .venv/bin/python benchmarks/run_summary.py [--results results] [--dataset ml-latest-small] [--out docs/results.md]
+        [--commit SHA] [--note "how the run was made"]
 """
 from __future__ import annotations
 
@@ -85,30 +86,36 @@ def detection_section(base: Path, noises: list[str]) -> str:
 
 
 def backbone_section(base: Path, noises: list[str], metric: str = "ndcg@10") -> str:
+    """Per noise setting, one row per condition and per backbone three cells: the metric, the
+    condition minus `noisy` and `clean` minus the condition, each paired on the same windows
+    and seeds. The published denoisers' own recommenders (one condition each) follow in a line."""
     out = [f"## Backbones\n\nTest {metric.upper()}: mean over seeds and test windows [95% interval; seeds and users "
-           "resampled]; and each condition minus `noisy` on the same windows and seeds (**bold**: the interval "
-           "excludes 0).\n"]
+           "resampled]; each condition minus `noisy`, and `clean` minus each condition, on the same windows and "
+           "seeds (**bold**: the interval excludes 0).\n"]
+
+    def cell(x, key: str, sign: bool) -> str:
+        if pd.isna(x.get(key)):
+            return ""
+        ci = [x[f"{key}_ci_low"], x[f"{key}_ci_high"]]
+        text = interval_text(x[key], ci, 4, sign=sign)
+        return f"**{text}**" if sign and excludes_zero(ci) else text
+
     for n in noises:
         path = base / n / "results.csv"
         if not path.exists():
             continue
-        r = pd.read_csv(path)
-        r["cell"] = [interval_text(x[f"{metric}_mean"], [x[f"{metric}_ci_low"], x[f"{metric}_ci_high"]], 4)
-                     for _, x in r.iterrows()]
-        diffs = []
-        for _, x in r.iterrows():
-            if pd.isna(x.get(f"{metric}_diff_noisy")):
-                diffs.append("")
-                continue
-            ci = [x[f"{metric}_diff_noisy_ci_low"], x[f"{metric}_diff_noisy_ci_high"]]
-            cell = interval_text(x[f"{metric}_diff_noisy"], ci, 4, sign=True)
-            diffs.append(f"**{cell}**" if excludes_zero(ci) else cell)
-        r["diff"] = diffs
-        t = r.pivot(index="condition", columns="model", values="cell")
-        d = r.pivot(index="condition", columns="model", values="diff").add_suffix(" minus noisy")
+        r = pd.read_csv(path).rename(columns={f"{metric}_mean": metric})
+        shared = r.groupby("model")["condition"].transform("nunique") > 1  # backbones trained on every condition
+        t = pd.DataFrame(index=pd.Index(r.loc[shared, "condition"].unique(), name="condition"))
+        for model, g in r[shared].groupby("model", sort=False):
+            g = g.set_index("condition")
+            t[model] = [cell(g.loc[c], metric, False) for c in t.index]
+            t[f"{model}: minus noisy"] = [cell(g.loc[c], f"{metric}_diff_noisy", True) for c in t.index]
+            t[f"{model}: clean minus"] = [cell(g.loc[c], f"{metric}_gap_clean", True) for c in t.index]
+        own = "; ".join(f"{x['model']} {cell(x, metric, False)}" for _, x in r[~shared].iterrows())
         users = int(r["test_users"].max())
         out.append(f"**{n}** ({int(r['seeds'].max())} seeds, {int(r['n_test'].max())} test windows, {users} users):\n\n"
-                   + t.join(d).to_markdown() + "\n")
+                   + t.to_markdown() + "\n" + (f"\nThe published denoisers' own recommenders: {own}.\n" if own else ""))
     return "\n".join(out)
 
 
@@ -117,13 +124,18 @@ def main() -> None:
     ap.add_argument("--results", default="results")
     ap.add_argument("--dataset", default="ml-latest-small")
     ap.add_argument("--out", default="docs/results.md")
+    ap.add_argument("--commit", default="", help="the commit the run was made at (default: HEAD)")
+    ap.add_argument("--note", default="", help="how the run was made (command, machine, wall time), printed under the title")
     args = ap.parse_args()
     root, ds = Path(args.results), args.dataset
     base = root / ds
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                           text=True).stdout.strip()
     parts = [f"# Measured results\n\nWritten by `benchmarks/run_summary.py` from the outputs of a workflow run "
              f"(`{root}/{ds}`, code at commit {commit or 'unknown'}). Every figure carries its 95% interval; a "
              "difference is called a finding only where its interval excludes 0.\n"]
+    if args.note:
+        parts.append(f"*This run:* {args.note}\n")
     stats = json.loads((base / "data" / "stats.json").read_text())
     windows, kept, users = (stats[k] for k in ("windows", "eval_windows_kept", "eval_users_kept"))
     parts.append(f"## Data\n\n{ds}: {stats['users']} users, {stats['items']} items, {stats['interactions']} "
