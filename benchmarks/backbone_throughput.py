@@ -57,7 +57,8 @@ def measure(model_name: str, batches: int, batch_size: int, threads: int) -> dic
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=256)

@@ -218,7 +218,8 @@ def load_units(results: Path, n: int) -> tuple[pd.DataFrame, pd.DataFrame, Path]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma3-270m", help="offline base model (llm.base_model): gemma3-270m | smollm2-135m")
     ap.add_argument("--n", type=int, default=40, help="held-out self-supervised units to score")
     ap.add_argument("--threads", type=int, default=2)

@@ -74,7 +74,8 @@ def llm_scores(peft_model, tok, units: pd.DataFrame, titles: dict[int, str], pad
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True, help="row label and output file name")
     ap.add_argument("--model", default="smollm2-135m", help="llm.base_model (offline name, HF id or path)")
     ap.add_argument("--steps", type=int, default=60)

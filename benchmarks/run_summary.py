@@ -120,12 +120,13 @@ def backbone_section(base: Path, noises: list[str], metric: str = "ndcg@10") -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default="results")
     ap.add_argument("--dataset", default="ml-latest-small")
     ap.add_argument("--out", default="docs/results.md")
     ap.add_argument("--commit", default="", help="the commit the run was made at (default: HEAD)")
-    ap.add_argument("--note", default="", help="how the run was made (command, machine, wall time), printed under the title")
+    ap.add_argument("--note", default="", help="how the run was made (command, machine, wall time)")
     args = ap.parse_args()
     root, ds = Path(args.results), args.dataset
     base = root / ds

@@ -24,7 +24,8 @@ from llm4dsr.score import LlamaScorer, score_units
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", default="results/ml-latest-small")
     ap.add_argument("--noise", default="uniform-0.1")
     ap.add_argument("--users", type=int, default=20, help="users sampled (seeded) for the comparison")

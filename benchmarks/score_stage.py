@@ -27,7 +27,8 @@ from llm4dsr.scores import read_scores
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="config.yaml")
     ap.add_argument("--noise", default="uniform-0.1")
     ap.add_argument("--n", type=int, default=120, help="units of --noise scored by each configuration")
