@@ -157,16 +157,37 @@ def test_base_model_is_resolved_cheaply_before_any_job(tmp_path, monkeypatch):
     config.validate(quick())
 
 
+def _dry_run(folder) -> subprocess.CompletedProcess:
+    """`snakemake -n` in ``folder`` (its config.yaml), as a user would start a run."""
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(folder), "-n"],
+                          capture_output=True, text=True, timeout=300)
+
+
 def test_snakemake_stops_before_any_job_in_one_line(tmp_path):
     cfg = quick()
     cfg["nosuch"] = 1
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "-n"],
-                         capture_output=True, text=True, timeout=300)
+    out = _dry_run(tmp_path)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[-1] == \
         "error: config: (top level): Additional properties are not allowed ('nosuch' was unexpected)"
     assert len(out.stdout.splitlines() + out.stderr.splitlines()) < 5  # no schema, no config dump
+
+
+def test_a_missing_local_csv_stops_before_any_job_in_one_line(tmp_path):
+    (tmp_path / "items.csv").write_text("item,title\n1,A\n")
+    cfg = quick()
+    cfg["datasets"] = {"mine": {"source": "local", "interactions": "inter.csv", "items": "items.csv"}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = _dry_run(tmp_path)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == \
+        f"error: config: datasets.mine.interactions: inter.csv: no such file (a relative path is read " \
+        f"from the folder snakemake runs in, {tmp_path})"
+    assert len(out.stdout.splitlines() + out.stderr.splitlines()) < 5
+    (tmp_path / "inter.csv").write_text("user,item,timestamp\n")  # once it exists, the config is accepted
+    config.validate(_set(quick(), "datasets", {"mine": {"source": "local", "interactions": str(tmp_path / "inter.csv"),
+                                                        "items": str(tmp_path / "items.csv")}}))
 
 
 # --------------------------------------------------------------------------- data files

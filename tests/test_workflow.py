@@ -68,6 +68,7 @@ def report_run(tmp_path_factory):
         shutil.rmtree(runs)
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["datasets"] = {"synth": {"source": "local", "interactions": "none.csv", "items": "none.csv"}}
+    (wd / "none.csv").write_text("")  # the data rule does not run here, but the config names a file that exists
     cfg["noise"]["settings"] = list(noises)
     cfg["denoise"] = {"methods": []}  # this tree has no denoiser outputs; fixture denoise_run tests them
     cfg["backbone"].update(models=["sasrec", "gru4rec"], conditions=["clean", "noisy", "llm4dsr", "popularity"],
@@ -123,6 +124,7 @@ def denoise_run(tmp_path_factory):
     shutil.rmtree(base / "backbone")
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["datasets"] = {"synth": {"source": "local", "interactions": "none.csv", "items": "none.csv"}}
+    (wd / "none.csv").write_text("")  # the data rule does not run here, but the config names a file that exists
     cfg["noise"]["settings"] = ["uniform-0.1"]
     tiny = {"hidden": 8, "batch_size": 32, "max_epochs": 2, "patience": 1}
     cfg["denoise"] = {"methods": ["hsd", "steam"], "hsd": tiny, "steam": tiny}
