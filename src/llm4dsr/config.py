@@ -191,10 +191,13 @@ def _derive(cfg: dict, source: str) -> None:
         for field in SOURCE_KEYS.get(entry["source"], ()):
             if not entry[field]:
                 raise ConfigError(f"{key}.{field}: required for source {entry['source']}")
-            if entry["source"] == "local" and Path(entry[field]).is_dir():
+            if entry["source"] != "local":
+                continue
+            # here, not at the data rule, so the message is one line and no job starts
+            path = Path(entry[field])
+            if path.is_dir():
                 raise ConfigError(f"{key}.{field}: {entry[field]} is a folder, not a CSV file")
-            if entry["source"] == "local" and not Path(entry[field]).exists():
-                # here, not at the data rule, so the message is one line and no job starts
+            if not path.exists():
                 raise ConfigError(f"{key}.{field}: {entry[field]}: no such file (a relative path is read "
                                   f"from the folder snakemake runs in, {Path.cwd()})")
         if entry["max_items_per_user"] is not None and entry["max_items_per_user"] < entry["kcore"]:
