@@ -55,4 +55,8 @@ if [ ! -f "$VENV/share/llama.cpp/convert_hf_to_gguf.py" ] || [ ! -d "$VENV/share
 fi
 
 $PIP install -q --no-deps -e .
+# Prove which of llama.cpp's CPU variants runs here (the best-scored one that survives a
+# decode in a child process; a module that dies, as sapphirerapids does on some Intel
+# machines, is excluded) and cache the choice in $VENV, so jobs start without probing.
+"$VENV/bin/python" -m llm4dsr.llamacpp
 echo "setup: done ($("$VENV/bin/python" --version), $VENV)"

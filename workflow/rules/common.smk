@@ -13,6 +13,11 @@ try:  # fills the schema's defaults; a wrong value stops here, before any job, i
 except Llm4dsrError as exc:
     sys.exit(f"error: {exc}")
 
+# llama.cpp's CPU kernels (llm4dsr.llamacpp): every job, local or on a cluster node, inherits
+# the choice; a variable the user set wins
+if config["llm"]["cpu_kernels"] != "auto":
+    os.environ.setdefault("LLM4DSR_CPU_KERNELS", config["llm"]["cpu_kernels"])
+
 DATASETS = list(config["datasets"])
 # rule synthetic_raw writes their raw files (rehearsals); rule download fetches the others'
 SYNTHETIC = [d for d, entry in config["datasets"].items() if entry["synthetic"] is not None]
