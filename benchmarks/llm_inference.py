@@ -16,6 +16,8 @@ for every continuation).
 Builds: the llama-cpp-python installed in this environment, and each --build NAME=DIR,
 a folder where another build of it was installed (pip install --target DIR): for
 instance the portable AVX2 build against the one with run-time CPU variants (setup.sh).
+Each build runs with the CPU variant llm4dsr.llamacpp proves for it, or, with --kernels,
+once per named variant (haswell is the AVX2 level, x64 the plain one).
 
 Each engine runs in its own process (its peak RSS is its own) and times each score in
 its own pass over the units, after one warm-up unit. ROC-AUC and top-1 come from the
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -66,7 +69,7 @@ def unit_titles(work: Path) -> list[list[str]]:
 # ---------------------------------------------------------------- engines (each in its own process)
 
 def run_llama(work: Path, model: str, threads: int) -> dict:
-    from llm4dsr.llamacpp import system_info
+    from llm4dsr import llamacpp
     from llm4dsr.llm import resolve
     from llm4dsr.score import LlamaScorer
 
@@ -75,7 +78,8 @@ def run_llama(work: Path, model: str, threads: int) -> dict:
     lora = work / "adapter.gguf" if (work / "adapter.gguf").exists() else None
     t0 = time.perf_counter()
     scorer = LlamaScorer(gguf, lora, threads=threads, n_ctx=2048)
-    out = {"load_s": time.perf_counter() - t0, "system_info": system_info()}
+    out = {"load_s": time.perf_counter() - t0, "system_info": llamacpp.system_info(),
+           "cpu_kernels": llamacpp.USED.line() if llamacpp.USED else "linked into the build"}
     for method in SCORES:
         scorer.score(histories[0], (method,))  # warm-up
         tokens, t0 = scorer.tokens_evaluated, time.perf_counter()
@@ -160,10 +164,11 @@ def child(args) -> None:
     (args.work / "out.json").write_text(json.dumps(out))
 
 
-def in_subprocess(engine: str, work: Path, args, site: str | None = None) -> dict:
+def in_subprocess(engine: str, work: Path, args, site: str | None = None, kernels: str | None = None) -> dict:
     cmd = [sys.executable, __file__, "--engine", engine, "--work", str(work), "--threads", str(args.threads),
            "--model", args.model] + (["--site", site] if site else [])
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, LLM4DSR_CPU_KERNELS=kernels) if kernels else None  # llm4dsr.llamacpp reads it
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         sys.exit(f"{engine} failed:\n{res.stderr[-3000:]}")
     return json.loads((work / "out.json").read_text())
@@ -226,6 +231,9 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("results/ml-latest-small"))
     ap.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
                     help="another llama-cpp-python build, installed with pip install --target DIR")
+    ap.add_argument("--kernels", metavar="VARIANT[,VARIANT...]",
+                    help="run each build once per named CPU variant (LLM4DSR_CPU_KERNELS, e.g. zen4,haswell,x64) "
+                         "instead of once with the probed choice")
     ap.add_argument("--no-torch", action="store_true", help="llama.cpp engines only")
     ap.add_argument("--out", type=Path, default=Path("results/benchmarks/llm_inference.json"))
     ap.add_argument("--engine", help=argparse.SUPPRESS)
@@ -251,7 +259,8 @@ def main() -> None:
         if tuned:  # copies: the workflow may rewrite them while we run
             shutil.copytree(adapter, work / "adapter")
             shutil.copy(adapter_gguf, work / "adapter.gguf")
-        runs = {f"llama.cpp ({name})": in_subprocess("llama", work, args, site) for name, site in builds.items()}
+        runs = {f"llama.cpp ({name}{', ' + k if k else ''})": in_subprocess("llama", work, args, site, k)
+                for name, site in builds.items() for k in (args.kernels.split(",") if args.kernels else [None])}
         if not args.no_torch:
             runs[TORCH_ENGINE] = in_subprocess(TORCH_ENGINE, work, args)
 
@@ -273,7 +282,7 @@ def main() -> None:
         if "first_token_tokens" in r:
             tps = r["first_token_tokens"] / r["first_token_s"]
             bound = peak * 1e9 * args.threads / (body + head * n / max(r["first_token_tokens"], 1))
-            row.update(system_info=r["system_info"], prompt_tokens_per_s=round(tps, 1),
+            row.update(system_info=r["system_info"], cpu_kernels=r["cpu_kernels"], prompt_tokens_per_s=round(tps, 1),
                        compute_bound_tokens_per_s=round(bound, 1), fraction_of_bound=round(tps / bound, 3))
         report["engines"][engine] = row
     llama = {e: v for e, v in report["engines"].items() if e != TORCH_ENGINE}
@@ -300,7 +309,7 @@ def main() -> None:
         print(line)
     for engine, row in llama.items():
         print(f"{engine}: {row['prompt_tokens_per_s']} prompt tokens/s = {row['fraction_of_bound']:.0%} of the "
-              f"compute bound ({row['compute_bound_tokens_per_s']}); {row['system_info']}")
+              f"compute bound ({row['compute_bound_tokens_per_s']}); {row['cpu_kernels']}; {row['system_info']}")
     print(f"best llama.cpp engine: {best}; trie / first_token cost {report['tie_free_over_first_token']}"
           + (f"; speedup vs transformers fp32 on {DEFAULT_SCORE}: {report['speedup_vs_torch']}x" if ref else ""))
     print(f"written: {args.out}")

@@ -59,12 +59,26 @@ def _set(cfg: dict, path: tuple, value) -> dict:
     (("denoise", "methods"), ["steam", "dros"], "denoise.methods[1]: 'dros'"),
     (("denoise", "methods"), [], "backbone.conditions: ['hsd', 'steam'] are denoisers missing from denoise.methods"),
     (("denoise", "steam"), {"p_delete": 0.7}, "denoise.steam: p_keep + p_delete must be at most 1"),
+    (("llm", "cpu_kernels"), "avx9", "llm.cpu_kernels: avx9"),  # a variant the build lacks
+    (("llm", "cpu_kernels"), "../lib", "llm.cpu_kernels: '../lib' does not match"),
 ])
 def test_wrong_value_names_the_key_in_one_line(name, path, value, named):
     with pytest.raises(ConfigError) as err:
         config.validate(_set(load(name), path, value), name)
     message = str(err.value)
     assert message.startswith(f"{name}: ") and named in message and "\n" not in message
+
+
+def test_a_cpu_kernel_variant_of_the_installed_build_can_be_forced():
+    from llm4dsr.llamacpp import installed_variants
+
+    found = installed_variants()
+    if not found:
+        pytest.skip("this llama.cpp build has no run-time CPU variants")
+    cfg = load("config.yaml")
+    cfg["llm"]["cpu_kernels"] = sorted(found)[0]
+    assert config.validate(cfg)["llm"]["cpu_kernels"] == sorted(found)[0]
+    assert config.validate(load("config.yaml"))["llm"]["cpu_kernels"] == "auto"
 
 
 def test_a_local_source_needs_its_files():

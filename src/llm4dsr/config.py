@@ -216,6 +216,16 @@ def _derive(cfg: dict, source: str) -> None:
         check_base_model(llm["base_model"], llm["gguf_file"])
     except Llm4dsrError as exc:
         raise ConfigError(f"{source}: llm.base_model: {exc}") from None
+    if llm["cpu_kernels"] != "auto":  # a name the build lacks would stop every LLM job
+        from llm4dsr.llamacpp import installed_variants
+
+        found = installed_variants()
+        if found is None:
+            raise ConfigError(f"{source}: llm.cpu_kernels: {llm['cpu_kernels']}: the installed llama.cpp has no "
+                              "run-time CPU variants to choose from (use auto)")
+        if llm["cpu_kernels"] not in found:
+            raise ConfigError(f"{source}: llm.cpu_kernels: {llm['cpu_kernels']} is not a CPU variant of the "
+                              f"installed llama.cpp (known: auto, {', '.join(found)})")
     gguf_base = (llm["base_model"] in OFFLINE_MODELS or llm["base_model"] in CHUNKED_MODELS
                  or llm["base_model"].endswith(".gguf") or llm["gguf_file"])
     if cfg["export"]["route"] == "adapter" and not gguf_base:

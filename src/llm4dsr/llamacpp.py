@@ -42,6 +42,7 @@ CACHE_NAME = "llm4dsr-cpu-kernels.json"
 PROBE_TIMEOUT_S = 300
 CPU_PREFIX = "libggml-cpu-"
 CPUINFO = Path("/proc/cpuinfo")
+USED: "Choice | None" = None  # the variant this process loaded (None: none yet, or a linked build)
 
 
 def backend_dir(package: Path) -> Path | None:
@@ -55,6 +56,18 @@ def backend_dir(package: Path) -> Path | None:
 def variants(folder: Path) -> dict[str, Path]:
     """The CPU variants of a build: name -> module file."""
     return {p.name[len(CPU_PREFIX):-3]: p for p in sorted(folder.glob(f"{CPU_PREFIX}*.so"))}
+
+
+def installed_variants() -> dict[str, Path] | None:
+    """The CPU variants of the installed llama-cpp-python, found without importing it;
+    None for a build without run-time variants (or none installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.origin:
+        return None
+    folder = backend_dir(Path(spec.origin).parent)
+    return None if folder is None else variants(folder)
 
 
 @dataclass
@@ -234,6 +247,8 @@ def module():
         raise Llm4dsrError(f"{variants(folder)[choice.variant]}: llama.cpp refused to load this CPU variant "
                            f"(not supported by this CPU?); set {ENV}=auto")
     log.info("%s", choice.line())
+    global USED
+    USED = choice
     return llama_cpp
 
 
