@@ -463,6 +463,45 @@ def test_a_failing_rule_log_ends_with_the_error(tmp_path, raised, last):
     assert ("Traceback" in "\n".join(lines)) == raised.startswith("TypeError")  # a bug keeps its traceback
 
 
+_ENVIRONMENT = {  # a job script that meets the event; the event's one line on stderr
+    "disk_full": ("from llm4dsr import io\nfrom pathlib import Path\nimport pandas as pd\n"
+                  "def full(path, make):  # the temporary output is /dev/full: every write fails with ENOSPC\n"
+                  "    tmp = path.parent / ('.' + path.name + '.tmp')\n    tmp.symlink_to('/dev/full')\n"
+                  "    return tmp\nio._temporary = full\n"
+                  "with logs.rule_log(LOG) as log:\n    log.info('working')\n"
+                  "    io.write_parquet(pd.DataFrame({'a': range(100000)}), OUT)\n",
+                  "error: {out}: cannot write: the disk is full ("),
+    "ctrl_c": ("import time\nwith logs.rule_log(LOG) as log:\n    log.info('working')\n    time.sleep(60)\n",
+               "interrupted; rerun the same command to resume"),
+}
+
+
+@pytest.mark.parametrize("event", list(_ENVIRONMENT))
+def test_disk_full_and_ctrl_c_end_in_one_line(tmp_path, event):
+    """A full disk or Ctrl-C in a job script: no traceback, no partial output, one line."""
+    import signal
+    import time
+
+    if event == "disk_full" and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    body, last = _ENVIRONMENT[event]
+    log, out = tmp_path / "rule.log", tmp_path / "x.parquet"
+    script = f"from llm4dsr import logs\nLOG, OUT = {str(log)!r}, {str(out)!r}\n" + body
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    if event == "ctrl_c":
+        deadline = time.time() + 120
+        while "working" not in (log.read_text() if log.exists() else "") and time.time() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == (130 if event == "ctrl_c" else 1), stderr
+    assert "Traceback" not in stderr + log.read_text(), stderr
+    assert stderr.strip().splitlines()[-1].startswith(last.format(out=out)), stderr
+    assert log.read_text().strip().splitlines()[-1].endswith(stderr.strip().splitlines()[-1].removeprefix("error: "))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rule.log"]  # no partial output
+
+
 def test_workflow_job_log_and_whole_number_floats(local, tmp_path):
     """Through Snakemake: floats in the config (as the issue's) run; a job that fails on a
     bad file ends its log with the one-line error."""
