@@ -226,10 +226,49 @@ def test_a_timestamp_must_be_a_finite_number_of_seconds(local, tmp_path, stamp):
     assert not (tmp_path / "out").exists()
 
 
+def test_timestamps_in_mixed_units_stop_the_run(local, tmp_path):
+    """Half in seconds, half in milliseconds: each history would put its second-stamped
+    rows first, and a global-time split would follow the unit, not time."""
+    rows = _rows(local["interactions"])
+
+    def stamped(unit):
+        out = rows[:1]
+        for k, row in enumerate(rows[1:], 1):
+            user, item, _, rating = row.split(",")
+            out.append(f"{user},{item},{(1_500_000_000 + k) * unit(k)},{rating}")
+        return out
+
+    _write(local["interactions"], stamped(lambda k: 1000 if k % 2 else 1))
+    with pytest.raises(Llm4dsrError) as err:
+        data.run(local, WINDOW, seed=0, out_dir=tmp_path / "out")
+    one_line(err, "inter.csv: timestamps in mixed units: 300 row(s) look like seconds (row 2: 1500000002) and 300 "
+                  "like milliseconds or finer (row 1: 1500000001000)", "convert them to seconds")
+    assert not (tmp_path / "out").exists()
+    _write(local["interactions"], stamped(lambda k: 1000))
+    data.run(local, WINDOW, seed=0, out_dir=tmp_path / "out")  # all in one unit: fine
+
+
+@pytest.mark.parametrize("file, rows", [
+    ("interactions", lambda rows: [rows[0]] + [r + ",extra" for r in rows[1:]]),  # a header of 4 over rows of 5
+    ("items", lambda rows: [rows[0]] + [r + "," for r in rows[1:]]),  # a trailing comma on every item row
+    ("items", lambda rows: [rows[0], "i1,Cars, Trucks and Trains", *rows[2:]]),  # an unquoted comma in row 1
+])
+def test_rows_with_more_fields_than_the_header(local, tmp_path, file, rows):
+    """pandas would make the extra field an index and shift every column by one, and the
+    error would blame unknown items or missing titles."""
+    _write(local[file], rows(_rows(local[file])))
+    with pytest.raises(Llm4dsrError) as err:
+        data.run(local, WINDOW, seed=0, out_dir=tmp_path / "out")
+    one_line(err, f"{Path(local[file]).name}: line 2 has ", "fields, more than the ", "of the header",
+             "a trailing ',' or an unquoted ',' inside a field?")
+
+
 def _break(local: dict, problem: str, n: int) -> None:
     """Give ``n`` interactions of ``local`` one data problem."""
     inter, items = _rows(local["interactions"]), _rows(local["items"])
-    if problem == "duplicate_row":
+    if problem == "blank_user":  # else one user '' holding the rows of many people
+        inter[1:n + 1] = ["," + row.split(",", 1)[1] for row in inter[1:n + 1]]
+    elif problem == "duplicate_row":
         inter += inter[1:n + 1]
     elif problem == "unrated":
         inter[1:n + 1] = [row.rsplit(",", 1)[0] + ",good" for row in inter[1:n + 1]]
@@ -251,7 +290,7 @@ def _break(local: dict, problem: str, n: int) -> None:
     _write(local["items"], items)
 
 
-PROBLEMS = ["duplicate_row", "unknown_item", "untitled_item", "unrated", "conflicting_title"]
+PROBLEMS = ["blank_user", "duplicate_row", "unknown_item", "untitled_item", "unrated", "conflicting_title"]
 
 
 @pytest.mark.parametrize("problem", PROBLEMS)
@@ -274,6 +313,18 @@ def test_a_few_data_problems_warn_with_counts_and_first_rows(local, tmp_path, ca
     if problem == "conflicting_title":
         titles = pd.read_parquet(tmp_path / "out" / "items.parquet")["title"]
         assert not titles.str.startswith("A second title").any()  # the first title is kept
+
+
+@pytest.mark.parametrize("placeholder", ["NaN", "None", "null", "N/A", "nan"])
+def test_placeholder_titles_count_as_untitled(local, tmp_path, placeholder):
+    """How exports write a missing value is no title: the LLM would read a film called "NaN"."""
+    items = _rows(local["items"])
+    items[1:3] = [f"{row.split(',')[0]},{placeholder}" for row in items[1:3]]
+    _write(local["items"], items)
+    summary = data.run(local, WINDOW, seed=0, out_dir=tmp_path / "out")
+    assert summary["problems"]["untitled_item"]["items"] == 2
+    titles = pd.read_parquet(tmp_path / "out" / "items.parquet")["title"]
+    assert not titles.str.lower().isin({"nan", "none", "null", "n/a"}).any()
 
 
 @pytest.mark.parametrize("problem", ["untitled_item", "unknown_item", "unrated"])

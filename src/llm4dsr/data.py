@@ -5,7 +5,7 @@ strings, ``timestamp`` int64 seconds, ``rating`` float or NaN) and items (``item
 ``title`` or None); ``attrs["path"]`` names the file each came from. A timestamp that
 is not a finite number of seconds stops the run (it decides the order of a history).
 :func:`check_raw` then drops or repairs the rows with data problems (an item without a
-title or missing from the items file, a duplicate (user, item, timestamp) row, a
+title or missing from the items file, a blank user id, a duplicate (user, item, timestamp) row, a
 rating that is not a number when ``min_rating`` is set, an item id listed with two
 titles: the first is kept), counts them, and warns, or stops when they exceed
 ``max_dropped_fraction`` of the interactions; it also cuts titles longer than
@@ -24,6 +24,7 @@ for the Amazon files, so :func:`download` records the sha256 of what it fetched 
 from __future__ import annotations
 
 import ast
+import csv
 import gzip
 import hashlib
 import html
@@ -52,6 +53,8 @@ AMAZON2018_URL = "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2"
 KNOWN_MD5 = {"ml-1m.zip": "c4d9eecfca2ab87c1945afe126590906"}
 # ml-100k's placeholder item (id 267) has the title "unknown", misspelt "unkonwn".
 _PLACEHOLDER_TITLES = {"unknown", "unkonwn"}
+# how exports write a missing value: such a title is no title (the LLM would read a film "NaN")
+_MISSING_TITLES = {"nan", "none", "null", "n/a", "na", "<na>", "#n/a"}
 _HTML_TAG = re.compile(r"<\s*[A-Za-z/!]")
 
 Frames = tuple[pd.DataFrame, pd.DataFrame]
@@ -125,14 +128,29 @@ def _need(df: pd.DataFrame, cols: list[str], path: Path) -> pd.DataFrame:
     return df
 
 
-def _read_table(path: Path, cols: list[str], **kw: Any) -> pd.DataFrame:
+def _read_table(path: Path, cols: list[str], sep: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> pd.DataFrame:
     try:
-        df = pd.read_csv(_exists(path), dtype=str, keep_default_na=False, **kw)
+        df = pd.read_csv(_exists(path), dtype=str, keep_default_na=False, sep=sep, quoting=quoting)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise Llm4dsrError(f"{path}: unreadable table ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     except OSError as exc:
         raise Llm4dsrError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas made the extra leading field(s) an index
+        raise Llm4dsrError(_extra_fields(path, sep, quoting))
     return _need(df, cols, path)
+
+
+def _extra_fields(path: Path, sep: str, quoting: int) -> str:
+    """Where rows have more fields than the header: every column would shift by one."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f, delimiter=sep, quoting=quoting)
+        header = next(rows)
+        for row in rows:
+            if len(row) > len(header):
+                break
+    name = "tab" if sep == "\t" else repr(sep)
+    return (f"{path}: line {rows.line_num} has {len(row)} fields, more than the {len(header)} of the header "
+            f"({sep.join(header)}): a trailing {name} or an unquoted {name} inside a field? (quote such fields)")
 
 
 MAX_SECONDS = 2.0 ** 62  # within int64, and room for ms, us or ns timestamps
@@ -146,6 +164,13 @@ def _seconds(values: pd.Series, path: Path) -> np.ndarray:
         row = int(np.argmax(bad))
         raise Llm4dsrError(f"{path}: timestamp {values.iloc[row]!r} (row {row + 1}) is not a finite number of "
                            f"seconds ({int(bad.sum())} such row(s))")
+    # 1e8..1e11 read as seconds is 1973..5138; from 1e11 on, milliseconds (or finer) since 1973
+    secs, finer = (num >= 1e8) & (num < 1e11), num >= 1e11
+    if secs.any() and finer.any():  # a history sorted on both would put every second-stamped row first
+        a, b = int(np.argmax(secs)), int(np.argmax(finer))
+        raise Llm4dsrError(f"{path}: timestamps in mixed units: {int(secs.sum())} row(s) look like seconds (row {a + 1}: "
+                           f"{values.iloc[a]}) and {int(finer.sum())} like milliseconds or finer (row {b + 1}: "
+                           f"{values.iloc[b]}): convert them to seconds")
     return np.floor(num).astype(np.int64)
 
 
@@ -171,7 +196,7 @@ def _plain_title(title: Any) -> str | None:
     if not isinstance(title, str):
         return None
     title = " ".join(title.split())
-    return title or None
+    return None if title.lower() in _MISSING_TITLES else title or None
 
 
 def _web_title(title: Any) -> str | None:
@@ -190,7 +215,7 @@ def read_movielens_csv(ratings: Path, movies: Path) -> Frames:
 def read_recbole(inter: Path, item: Path) -> Frames:
     """RecBole atomic files (ml-100k): tab-separated, headers like ``item_id:token``."""
     def table(path: Path, cols: list[str]) -> pd.DataFrame:
-        df = _read_table(path, [], sep="\t", quoting=3)  # 3 = csv.QUOTE_NONE: titles hold quotes
+        df = _read_table(path, [], sep="\t", quoting=csv.QUOTE_NONE)  # titles hold quotes
         return _need(df.rename(columns=lambda c: c.split(":")[0]), cols, path)
 
     r = table(inter, ["user_id", "item_id", "rating", "timestamp"])
@@ -322,8 +347,9 @@ def load_raw(dataset_cfg: dict, raw_dir: str | Path | None = None, name: str = "
 
 # --------------------------------------------------------------------------- data problems
 # What check_raw counts, in the order a row is attributed to its first problem. The
-# first four drop the row; conflicting_title keeps it, with the item's first title.
+# first five drop the row; conflicting_title keeps it, with the item's first title.
 PROBLEMS = {
+    "blank_user": "rows without a user id",
     "duplicate_row": "duplicate (user, item, timestamp) rows",
     "unknown_item": "items missing from the items file",
     "untitled_item": "items without a title",
@@ -374,6 +400,7 @@ def check_raw(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dict
     listed = set(items["item"])
     has_title = set(first["item"])
     masks = {
+        "blank_user": (df["user"].str.strip() == "").to_numpy(),  # else one user '' of many people
         "duplicate_row": df.duplicated(["user", "item", "timestamp"], keep="first").to_numpy(),
         "unknown_item": ~df["item"].isin(listed).to_numpy(),
         "untitled_item": ~df["item"].isin(has_title).to_numpy(),
