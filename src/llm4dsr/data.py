@@ -474,17 +474,20 @@ def kcore(df: pd.DataFrame, k: int) -> pd.DataFrame:
     return df
 
 
-def unique_titles(titles: list[str]) -> list[str]:
+def unique_titles(titles: list[str], limit: int | None = None) -> list[str]:
     """Make titles distinct in order: the 2nd "X" becomes "X [2]", the 3rd "X [3]", ...
 
     Distinct as the LLM reads them (prompts.display_title), so that no two items share
-    a title in a prompt, in the suggestion trie or in grounding."""
+    a title in a prompt, in the suggestion trie or in grounding. With ``limit``
+    (max_title_chars) the title is cut further to leave room for its suffix."""
     seen: set[str] = set()
     out = []
     for title in titles:
         new, k = title, 2
         while prompts.display_title(new) in seen:
-            new, k = f"{title} [{k}]", k + 1
+            suffix = f" [{k}]"
+            base = title if limit is None else cut_title(title, max(limit - len(suffix), 1))
+            new, k = base + suffix, k + 1
         seen.add(prompts.display_title(new))
         out.append(new)
     return out
@@ -539,7 +542,7 @@ def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dic
     title_of = dict(zip(titled["item"], titled.title))
     items_out = pd.DataFrame({
         "item": np.arange(1, len(raw_items) + 1, dtype=np.int64),
-        "title": unique_titles([title_of[i] for i in raw_items]),
+        "title": unique_titles([title_of[i] for i in raw_items], dataset_cfg["max_title_chars"]),
         "raw_id": raw_items.astype(object),
         "count": np.bincount(out["item"], minlength=len(raw_items) + 1)[1:].astype(np.int64),
     })
