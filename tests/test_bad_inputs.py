@@ -22,7 +22,8 @@ from llm4dsr.config import ConfigError
 from llm4dsr.io import Llm4dsrError
 
 ROOT = Path(__file__).resolve().parents[1]
-WINDOW = {**config.defaults("window"), "max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}
+WINDOW = {**config.defaults("window"), "max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None,
+          "min_test_users": 1}  # the power floor has its own test
 
 
 def quick() -> dict:
@@ -378,6 +379,63 @@ def test_a_split_without_windows_stops_the_data_rule(local, tmp_path):
                   "dataset without windows")
 
 
+def _one_user(local):
+    _write(local["interactions"], [r for k, r in enumerate(_rows(local["interactions"])) if k == 0 or
+                                   r.startswith("u0,")])
+    return {**local, "kcore": 1}, {**WINDOW, "split_mode": "last_per_user", "min_test_users": 100}
+
+
+def _equal_times(local):
+    _write(local["interactions"], [r if k == 0 else ",".join([*r.split(",")[:2], "1000", r.split(",")[3]])
+                                   for k, r in enumerate(_rows(local["interactions"]))])
+    return local, WINDOW
+
+
+DEGENERATE = {  # what the study would be -> (its data and window config, the line that stops it)
+    "a single user": (_one_user, "config window.min_test_users: dataset dataset keeps 1 test windows from 1 users "
+                                 "(1 users in all), fewer than 100: no interval on so few users can tell"),
+    "every timestamp equal (global_time)": (_equal_times, "config window.split_mode: global_time, but every timestamp "
+                                                          "of dataset dataset is 1000: the split would follow file "
+                                                          "order, not time"),
+    "a tiny test share": (lambda local: (local, {**WINDOW, "split": [0.98, 0.01, 0.01], "min_test_users": 5}),
+                          "config window.min_test_users: dataset dataset keeps 6 test windows from 1 users (40 users "
+                          "in all), fewer than 5"),
+    "a sample that loses its k-core": (lambda local: ({**local, "kcore": 4, "max_users": 8}, WINDOW),
+                                       "config datasets.dataset.max_users: a sample of 8 of the 40 users the 4-core "
+                                       "keeps leaves 0 users, 0 items, 0 interactions once the k-core is enforced "
+                                       "again"),
+    "noise that replaces everything": (None, "noise.settings: uniform-1.0 replaces every interaction: no history "
+                                             "keeps an item of its user"),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+def test_degenerate_studies_stop_before_any_expensive_job(local, tmp_path, case):
+    """Settings that run but make the study meaningless stop the data rule, the first
+    job, in one line that says what they do; so does noise that replaces everything."""
+    make, message = DEGENERATE[case]
+    if make is None:  # a config key: refused by validation, before any job
+        with pytest.raises(ConfigError) as err:
+            config.validate(_set(quick(), "noise.settings", ["uniform-0.1", "uniform-1.0"]))
+    else:
+        dataset_cfg, window_cfg = make(local)
+        with pytest.raises(Llm4dsrError) as err:
+            data.run(dataset_cfg, window_cfg, seed=0, out_dir=tmp_path / "out")
+    one_line(err, message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_users", 1, "config datasets.dataset.max_users: a sample of 1 of the 40 users the 2-core keeps leaves 0 users"),
+    ("min_rating", 6, "config datasets.dataset.min_rating: no rating is at least 6 (the highest is 5)"),
+])
+def test_a_filter_that_empties_the_data_names_its_own_key(local, tmp_path, key, value, message):
+    """Not kcore, which the message used to blame for any empty result."""
+    with pytest.raises(Llm4dsrError) as err:
+        data.run({**local, key: value}, WINDOW, seed=0, out_dir=tmp_path / "out")
+    assert "kcore" not in one_line(err, message).split(":")[0]
+
+
 def test_stages_read_items_parquet_through_the_id_check(tmp_path):
     """items.parquet with ids 1, 2, 4: every stage that reads it stops naming the file."""
     from denoise_synth import make_log
@@ -564,7 +622,7 @@ def test_workflow_job_log_and_whole_number_floats(local, tmp_path):
     bad file ends its log with the one-line error."""
     cfg = quick()
     cfg["seed"] = 2024.0
-    cfg["window"].update(max_history=10.0, max_eval_windows=50.0)
+    cfg["window"].update(max_history=10.0, max_eval_windows=50.0, min_test_users=10.0)
     cfg["datasets"] = {"mine": {**{k: local[k] for k in ("source", "interactions", "items")}, "kcore": 2.0,
                                 "max_users": 40.0}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -631,7 +689,7 @@ def test_quick_preset_fine_tunes_and_scores_long_titles(tiny_gguf, tmp_path):
                                "items": str(tmp_path / "items.csv"), "kcore": 2}}
     raw["llm"]["base_model"] = str(tiny_gguf)
     raw["finetune"].update(steps=2, samples=8, heldout=8, eval_every=2, curve_examples=4, checkpoint_every=2)
-    raw["window"]["max_eval_windows"] = 4
+    raw["window"].update(max_eval_windows=4, min_test_users=1)
     raw["suggest"]["top_k"] = 1
     cfg = config.validate(raw)
     assert cfg["finetune"]["cutoff"] is None and cfg["finetune"]["objective"] == "candidates"

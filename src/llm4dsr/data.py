@@ -512,8 +512,12 @@ def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dic
     if dataset_cfg["min_rating"] is not None:
         if df.rating.isna().all():
             raise Llm4dsrError(f"{key}.min_rating: this source has no ratings")
+        top = df.rating.max()
         df = df[df.rating >= dataset_cfg["min_rating"]]
         trace["min_rating"] = _counts(df)
+        if df.empty:  # else the k-core would be blamed
+            raise Llm4dsrError(f"{key}.min_rating: no rating is at least {dataset_cfg['min_rating']:g} "
+                               f"(the highest is {top:g})")
     rng = np.random.default_rng(seed)
     if dataset_cfg["max_items"] is not None:
         df = _sample(df, "item", dataset_cfg["max_items"], rng)
@@ -525,8 +529,18 @@ def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dic
     df = kcore(df, dataset_cfg["kcore"])
     trace["kcore"] = _counts(df)
     if dataset_cfg["max_users"] is not None:
+        cored = trace["kcore"]
         df = kcore(_sample(df, "user", dataset_cfg["max_users"], rng), dataset_cfg["kcore"])
-        trace["max_users"] = _counts(df)
+        trace["max_users"] = kept = _counts(df)
+        # on a sparse source the sample's own k-core can collapse (972 users -> 300 -> 10):
+        # a study of what is left would not be a sample of the data
+        sampled = min(dataset_cfg["max_users"], cored["users"])
+        if kept["users"] < sampled / 2:
+            raise Llm4dsrError(
+                f"{key}.max_users: a sample of {sampled} of the {cored['users']} users the {dataset_cfg['kcore']}-core "
+                f"keeps leaves {kept['users']} users, {kept['items']} items, {kept['interactions']} interactions "
+                f"once the k-core is enforced again (the sample is too sparse to keep it): raise max_users (null "
+                f"= all {cored['users']}) or lower kcore")
     if df.empty:
         raise Llm4dsrError(f"{key}.kcore: no interactions left after filtering ({trace})")
 
@@ -593,12 +607,24 @@ def run(dataset_cfg: dict, window_cfg: dict, seed: int, out_dir: str | Path,
     for step, counts in trace.items():
         log.info("%s: after %s: %s", name, step, counts)
     summary = {"source": dataset_cfg["source"], "steps": trace, **checks, **stats(inter, items, window_cfg, seed)}
+    if window_cfg["split_mode"] == "global_time" and inter["timestamp"].nunique() == 1:
+        raise Llm4dsrError(f"config window.split_mode: global_time, but every timestamp of dataset {name} is "
+                           f"{inter['timestamp'].iloc[0]}: the split would follow file order, not time (fix the "
+                           f"timestamps, or use split_mode last_per_user)")
     empty = [s for s in SPLITS if not summary["windows"][s]]
     if empty:  # backbones train, select and test on these: stop here, not in a later job
         key = "split" if window_cfg["split_mode"] == "global_time" else "split_mode"
         raise Llm4dsrError(f"config window.{key}: {window_cfg[key]} leaves the {' and '.join(empty)} split(s) of "
                            f"dataset {name} without windows ({sum(summary['windows'].values())} windows in all, "
                            f"{summary['interactions']} interactions): the data is too small")
+    test_users, floor = summary["eval_users_kept"]["test"], window_cfg["min_test_users"]
+    if test_users < floor:  # the power floor, checked before any expensive job
+        more = "" if window_cfg["split_mode"] == "last_per_user" else ", split_mode last_per_user, a larger test share"
+        raise Llm4dsrError(f"config window.min_test_users: dataset {name} keeps {summary['eval_windows_kept']['test']} "
+                           f"test windows from {test_users} users ({summary['users']} users in all), fewer than "
+                           f"{floor}: no interval on so few users can tell the study's conditions apart; give it more "
+                           f"test users (datasets.{name}.max_users, kcore{more}, window.max_eval_windows) or lower "
+                           f"window.min_test_users knowing that")
     write_parquet(inter, out_dir / "interactions.parquet")
     write_parquet(items, out_dir / "items.parquet")
     write_json(summary, out_dir / "stats.json")
