@@ -148,6 +148,8 @@ def _extra_fields(path: Path, sep: str, quoting: int) -> str:
         for row in rows:
             if len(row) > len(header):
                 break
+        else:  # pandas found an index the csv module does not see
+            return f"{path}: the header does not name every column (pandas read the first as an index)"
     name = "tab" if sep == "\t" else repr(sep)
     return (f"{path}: line {rows.line_num} has {len(row)} fields, more than the {len(header)} of the header "
             f"({sep.join(header)}): a trailing {name} or an unquoted {name} inside a field? (quote such fields)")
