@@ -216,6 +216,29 @@ def test_results_table_means_intervals_and_paired_differences(tmp_path):
     assert "**-" in worse and "**" not in same.split("|")[3]  # only an interval that excludes 0 is marked
 
 
+def test_results_table_intervals_resample_users_not_windows(tmp_path):
+    """Guard (issue 28): a user's test windows are drawn together. Giving each of 20 users
+    5 copies of their one window adds no independent evidence, so every interval must stay
+    as it is; a bootstrap over windows would narrow them about sqrt(5) times."""
+    rng = np.random.default_rng(1)
+    users = np.arange(20)
+    runs = {c: [rng.integers(1, 12, 20) for _ in range(2)] for c in ("noisy", "clean")}
+    tables = []
+    for copies in (1, 5):
+        folder = tmp_path / f"x{copies}"
+        folder.mkdir()
+        paths = [_write_run(folder, "sasrec", c, s, np.repeat(r, copies), np.repeat(users, copies))
+                 for c, rs in runs.items() for s, r in enumerate(rs)]
+        tables.append(results.aggregate(paths, folder / "results.csv", folder / "results.md", BOOT, seed=0)
+                      .set_index("condition"))
+    one, five = tables
+    assert (one["n_test"].iloc[0], five["n_test"].iloc[0], five["test_users"].iloc[0]) == (20, 100, 20)
+    bounds = [c for c in one.columns if c.endswith(("_ci_low", "_ci_high"))]
+    assert "hr@5_diff_noisy_ci_low" in bounds and one.at["clean", "hr@5_ci_high"] > one.at["clean", "hr@5_ci_low"]
+    for c in bounds:
+        assert five[c].to_numpy() == pytest.approx(one[c].to_numpy(), rel=1e-9, abs=1e-12, nan_ok=True), c
+
+
 def test_results_table_needs_the_same_test_windows(tmp_path):
     users = np.arange(10)
     a = _write_run(tmp_path, "sasrec", "noisy", 0, np.arange(1, 11), users)

@@ -22,7 +22,8 @@ from llm4dsr.config import ConfigError
 from llm4dsr.io import Llm4dsrError
 
 ROOT = Path(__file__).resolve().parents[1]
-WINDOW = {**config.defaults("window"), "max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None}
+WINDOW = {**config.defaults("window"), "max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None,
+          "min_test_users": 1}  # the power floor has its own test
 
 
 def quick() -> dict:
@@ -226,10 +227,49 @@ def test_a_timestamp_must_be_a_finite_number_of_seconds(local, tmp_path, stamp):
     assert not (tmp_path / "out").exists()
 
 
+def test_timestamps_in_mixed_units_stop_the_run(local, tmp_path):
+    """Half in seconds, half in milliseconds: each history would put its second-stamped
+    rows first, and a global-time split would follow the unit, not time."""
+    rows = _rows(local["interactions"])
+
+    def stamped(unit):
+        out = rows[:1]
+        for k, row in enumerate(rows[1:], 1):
+            user, item, _, rating = row.split(",")
+            out.append(f"{user},{item},{(1_500_000_000 + k) * unit(k)},{rating}")
+        return out
+
+    _write(local["interactions"], stamped(lambda k: 1000 if k % 2 else 1))
+    with pytest.raises(Llm4dsrError) as err:
+        data.run(local, WINDOW, seed=0, out_dir=tmp_path / "out")
+    one_line(err, "inter.csv: timestamps in mixed units: 300 row(s) look like seconds (row 2: 1500000002) and 300 "
+                  "like milliseconds or finer (row 1: 1500000001000)", "convert them to seconds")
+    assert not (tmp_path / "out").exists()
+    _write(local["interactions"], stamped(lambda k: 1000))
+    data.run(local, WINDOW, seed=0, out_dir=tmp_path / "out")  # all in one unit: fine
+
+
+@pytest.mark.parametrize("file, rows", [
+    ("interactions", lambda rows: [rows[0]] + [r + ",extra" for r in rows[1:]]),  # a header of 4 over rows of 5
+    ("items", lambda rows: [rows[0]] + [r + "," for r in rows[1:]]),  # a trailing comma on every item row
+    ("items", lambda rows: [rows[0], "i1,Cars, Trucks and Trains", *rows[2:]]),  # an unquoted comma in row 1
+])
+def test_rows_with_more_fields_than_the_header(local, tmp_path, file, rows):
+    """pandas would make the extra field an index and shift every column by one, and the
+    error would blame unknown items or missing titles."""
+    _write(local[file], rows(_rows(local[file])))
+    with pytest.raises(Llm4dsrError) as err:
+        data.run(local, WINDOW, seed=0, out_dir=tmp_path / "out")
+    one_line(err, f"{Path(local[file]).name}: line 2 has ", "fields, more than the ", "of the header",
+             "a trailing ',' or an unquoted ',' inside a field?")
+
+
 def _break(local: dict, problem: str, n: int) -> None:
     """Give ``n`` interactions of ``local`` one data problem."""
     inter, items = _rows(local["interactions"]), _rows(local["items"])
-    if problem == "duplicate_row":
+    if problem == "blank_user":  # else one user '' holding the rows of many people
+        inter[1:n + 1] = ["," + row.split(",", 1)[1] for row in inter[1:n + 1]]
+    elif problem == "duplicate_row":
         inter += inter[1:n + 1]
     elif problem == "unrated":
         inter[1:n + 1] = [row.rsplit(",", 1)[0] + ",good" for row in inter[1:n + 1]]
@@ -251,7 +291,7 @@ def _break(local: dict, problem: str, n: int) -> None:
     _write(local["items"], items)
 
 
-PROBLEMS = ["duplicate_row", "unknown_item", "untitled_item", "unrated", "conflicting_title"]
+PROBLEMS = ["blank_user", "duplicate_row", "unknown_item", "untitled_item", "unrated", "conflicting_title"]
 
 
 @pytest.mark.parametrize("problem", PROBLEMS)
@@ -274,6 +314,18 @@ def test_a_few_data_problems_warn_with_counts_and_first_rows(local, tmp_path, ca
     if problem == "conflicting_title":
         titles = pd.read_parquet(tmp_path / "out" / "items.parquet")["title"]
         assert not titles.str.startswith("A second title").any()  # the first title is kept
+
+
+@pytest.mark.parametrize("placeholder", ["NaN", "None", "null", "N/A", "nan"])
+def test_placeholder_titles_count_as_untitled(local, tmp_path, placeholder):
+    """How exports write a missing value is no title: the LLM would read a film called "NaN"."""
+    items = _rows(local["items"])
+    items[1:3] = [f"{row.split(',')[0]},{placeholder}" for row in items[1:3]]
+    _write(local["items"], items)
+    summary = data.run(local, WINDOW, seed=0, out_dir=tmp_path / "out")
+    assert summary["problems"]["untitled_item"]["items"] == 2
+    titles = pd.read_parquet(tmp_path / "out" / "items.parquet")["title"]
+    assert not titles.str.lower().isin({"nan", "none", "null", "n/a"}).any()
 
 
 @pytest.mark.parametrize("problem", ["untitled_item", "unknown_item", "unrated"])
@@ -308,10 +360,16 @@ def test_long_titles_are_cut_counted_and_stay_distinct(local, tmp_path, caplog):
     assert summary["titles_cut"] == {"items": 2, "limit": 160, "longest": len(long.strip()) + 2}
     assert any("2 titles longer than datasets.dataset.max_title_chars=160" in r.getMessage() for r in caplog.records)
     titles = pd.read_parquet(tmp_path / "out" / "items.parquet").set_index("raw_id")["title"]
-    assert len(titles["i1"]) <= 160 and titles["i1"].endswith("…") and titles["i2"] == titles["i1"] + " [2]"
+    assert len(titles["i1"]) <= 160 and titles["i1"].endswith("…") and titles["i2"].endswith("… [2]")
+    assert len(titles["i2"]) <= 160 and titles["i1"].startswith(titles["i2"].removesuffix("… [2]"))
     from llm4dsr.prompts import display_title
 
     assert titles.map(display_title).is_unique
+    # a limit of 8 holds for the made-unique titles too (docs/outputs.md promises it)
+    summary = data.run({**local, "max_title_chars": 8}, WINDOW, seed=0, out_dir=tmp_path / "out8")
+    titles = pd.read_parquet(tmp_path / "out8" / "items.parquet")["title"]
+    assert titles.str.len().max() <= 8 and titles.map(display_title).is_unique
+    assert titles.str.endswith(" [2]").sum() >= 2, titles.tolist()
 
 
 def test_a_split_without_windows_stops_the_data_rule(local, tmp_path):
@@ -319,6 +377,63 @@ def test_a_split_without_windows_stops_the_data_rule(local, tmp_path):
         data.run(local, {**WINDOW, "split": [0.9995, 0.00025, 0.00025]}, seed=0, out_dir=tmp_path / "out")
     one_line(err, "config window.split: [0.9995, 0.00025, 0.00025] leaves the valid and test split(s) of dataset "
                   "dataset without windows")
+
+
+def _one_user(local):
+    _write(local["interactions"], [r for k, r in enumerate(_rows(local["interactions"])) if k == 0 or
+                                   r.startswith("u0,")])
+    return {**local, "kcore": 1}, {**WINDOW, "split_mode": "last_per_user", "min_test_users": 100}
+
+
+def _equal_times(local):
+    _write(local["interactions"], [r if k == 0 else ",".join([*r.split(",")[:2], "1000", r.split(",")[3]])
+                                   for k, r in enumerate(_rows(local["interactions"]))])
+    return local, WINDOW
+
+
+DEGENERATE = {  # what the study would be -> (its data and window config, the line that stops it)
+    "a single user": (_one_user, "config window.min_test_users: dataset dataset keeps 1 test windows from 1 users "
+                                 "(1 users in all), fewer than 100: no interval on so few users can tell"),
+    "every timestamp equal (global_time)": (_equal_times, "config window.split_mode: global_time, but every timestamp "
+                                                          "of dataset dataset is 1000: the split would follow file "
+                                                          "order, not time"),
+    "a tiny test share": (lambda local: (local, {**WINDOW, "split": [0.98, 0.01, 0.01], "min_test_users": 5}),
+                          "config window.min_test_users: dataset dataset keeps 6 test windows from 1 users (40 users "
+                          "in all), fewer than 5"),
+    "a sample that loses its k-core": (lambda local: ({**local, "kcore": 4, "max_users": 8}, WINDOW),
+                                       "config datasets.dataset.max_users: a sample of 8 of the 40 users the 4-core "
+                                       "keeps leaves 0 users, 0 items, 0 interactions once the k-core is enforced "
+                                       "again"),
+    "noise that replaces everything": (None, "noise.settings: uniform-1.0 replaces every interaction: no history "
+                                             "keeps an item of its user"),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+def test_degenerate_studies_stop_before_any_expensive_job(local, tmp_path, case):
+    """Settings that run but make the study meaningless stop the data rule, the first
+    job, in one line that says what they do; so does noise that replaces everything."""
+    make, message = DEGENERATE[case]
+    if make is None:  # a config key: refused by validation, before any job
+        with pytest.raises(ConfigError) as err:
+            config.validate(_set(quick(), "noise.settings", ["uniform-0.1", "uniform-1.0"]))
+    else:
+        dataset_cfg, window_cfg = make(local)
+        with pytest.raises(Llm4dsrError) as err:
+            data.run(dataset_cfg, window_cfg, seed=0, out_dir=tmp_path / "out")
+    one_line(err, message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_users", 1, "config datasets.dataset.max_users: a sample of 1 of the 40 users the 2-core keeps leaves 0 users"),
+    ("min_rating", 6, "config datasets.dataset.min_rating: no rating is at least 6 (the highest is 5)"),
+])
+def test_a_filter_that_empties_the_data_names_its_own_key(local, tmp_path, key, value, message):
+    """Not kcore, which the message used to blame for any empty result."""
+    with pytest.raises(Llm4dsrError) as err:
+        data.run({**local, key: value}, WINDOW, seed=0, out_dir=tmp_path / "out")
+    assert "kcore" not in one_line(err, message).split(":")[0]
 
 
 def test_stages_read_items_parquet_through_the_id_check(tmp_path):
@@ -463,12 +578,51 @@ def test_a_failing_rule_log_ends_with_the_error(tmp_path, raised, last):
     assert ("Traceback" in "\n".join(lines)) == raised.startswith("TypeError")  # a bug keeps its traceback
 
 
+_ENVIRONMENT = {  # a job script that meets the event; the event's one line on stderr
+    "disk_full": ("from llm4dsr import io\nfrom pathlib import Path\nimport pandas as pd\n"
+                  "def full(path, make):  # the temporary output is /dev/full: every write fails with ENOSPC\n"
+                  "    tmp = path.parent / ('.' + path.name + '.tmp')\n    tmp.symlink_to('/dev/full')\n"
+                  "    return tmp\nio._temporary = full\n"
+                  "with logs.rule_log(LOG) as log:\n    log.info('working')\n"
+                  "    io.write_parquet(pd.DataFrame({'a': range(100000)}), OUT)\n",
+                  "error: {out}: cannot write: the disk is full ("),
+    "ctrl_c": ("import time\nwith logs.rule_log(LOG) as log:\n    log.info('working')\n    time.sleep(60)\n",
+               "interrupted; rerun the same command to resume"),
+}
+
+
+@pytest.mark.parametrize("event", list(_ENVIRONMENT))
+def test_disk_full_and_ctrl_c_end_in_one_line(tmp_path, event):
+    """A full disk or Ctrl-C in a job script: no traceback, no partial output, one line."""
+    import signal
+    import time
+
+    if event == "disk_full" and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    body, last = _ENVIRONMENT[event]
+    log, out = tmp_path / "rule.log", tmp_path / "x.parquet"
+    script = f"from llm4dsr import logs\nLOG, OUT = {str(log)!r}, {str(out)!r}\n" + body
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    if event == "ctrl_c":
+        deadline = time.time() + 120
+        while "working" not in (log.read_text() if log.exists() else "") and time.time() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == (130 if event == "ctrl_c" else 1), stderr
+    assert "Traceback" not in stderr + log.read_text(), stderr
+    assert stderr.strip().splitlines()[-1].startswith(last.format(out=out)), stderr
+    assert log.read_text().strip().splitlines()[-1].endswith(stderr.strip().splitlines()[-1].removeprefix("error: "))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rule.log"]  # no partial output
+
+
 def test_workflow_job_log_and_whole_number_floats(local, tmp_path):
     """Through Snakemake: floats in the config (as the issue's) run; a job that fails on a
     bad file ends its log with the one-line error."""
     cfg = quick()
     cfg["seed"] = 2024.0
-    cfg["window"].update(max_history=10.0, max_eval_windows=50.0)
+    cfg["window"].update(max_history=10.0, max_eval_windows=50.0, min_test_users=10.0)
     cfg["datasets"] = {"mine": {**{k: local[k] for k in ("source", "interactions", "items")}, "kcore": 2.0,
                                 "max_users": 40.0}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -535,7 +689,7 @@ def test_quick_preset_fine_tunes_and_scores_long_titles(tiny_gguf, tmp_path):
                                "items": str(tmp_path / "items.csv"), "kcore": 2}}
     raw["llm"]["base_model"] = str(tiny_gguf)
     raw["finetune"].update(steps=2, samples=8, heldout=8, eval_every=2, curve_examples=4, checkpoint_every=2)
-    raw["window"]["max_eval_windows"] = 4
+    raw["window"].update(max_eval_windows=4, min_test_users=1)
     raw["suggest"]["top_k"] = 1
     cfg = config.validate(raw)
     assert cfg["finetune"]["cutoff"] is None and cfg["finetune"]["objective"] == "candidates"

@@ -17,7 +17,7 @@ from llm4dsr.io import Llm4dsrError
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = {**config.defaults("window"), "max_history": 3, "split": [0.6, 0.2, 0.2],  # 5 windows: 3/1/1
-          "max_eval_windows": None}
+          "max_eval_windows": None, "min_test_users": 1}
 
 
 def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:

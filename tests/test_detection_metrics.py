@@ -108,3 +108,33 @@ def test_combined_scorer_is_calibrated():
         if b["count"] >= 300:
             assert abs(b["mean_prob"] - b["noise_rate"]) < 0.05, b
     assert m["roc_auc"] > max(report[n]["train"]["roc_auc"] for n in scores)
+
+
+def test_combined_scorer_never_reads_the_evaluated_units_labels(tmp_path):
+    """Guard (issue 28): the combination is fitted on the self-supervised held-out units
+    only. Flipping the evaluated units' true noise labels must not change one score;
+    changing the self-supervised labels must."""
+    from llm4dsr.io import write_parquet
+
+    def files(tag, units, scores):
+        write_parquet(units, tmp_path / f"{tag}_units.parquet")
+        paths = [tmp_path / f"{tag}_{n}.parquet" for n in sorted(scores)]
+        for p, n in zip(paths, sorted(scores)):
+            write_parquet(scores[n], p)
+        return tmp_path / f"{tag}_units.parquet", paths
+
+    def combined(selfsup, evaluated):
+        s_units, s_paths = files("selfsup", *selfsup)
+        e_units, e_paths = files("eval", *evaluated)
+        out = combine.run(sorted(evaluated[1]), e_units, s_units, e_paths, s_paths, 0, tmp_path / "combined.parquet")
+        return np.concatenate(out.sort_values("unit")["probs"].map(np.asarray).to_list())
+
+    selfsup = synthetic_selfsup(300, seed=0)
+    units, scores = synthetic_selfsup(300, seed=1)
+    units = units.assign(split="test")
+    flipped = units.assign(noise=[[1 - x for x in n] for n in units["noise"]])  # every label wrong
+    base = combined(selfsup, (units, scores))
+    assert np.array_equal(base, combined(selfsup, (flipped, scores)))
+    s_units, s_scores = selfsup
+    s_flipped = s_units.assign(noise=[[1 - x for x in n] for n in s_units["noise"]])
+    assert not np.allclose(base, combined((s_flipped, s_scores), (units, scores)))  # the fit reads selfsup

@@ -48,6 +48,20 @@ def test_window_mode_and_eval_units_hide_targets(log):
     check_units(units, win, seq)
 
 
+@pytest.mark.parametrize("mode, block", [("window", 10), ("history", 4)])
+def test_eval_units_carry_their_windows_noise_mask_position_by_position(log, mode, block):
+    """Guard (issue 28): detection is scored against this mask; a shift by one position
+    would score every detector against the wrong items."""
+    seq, win = log
+    held = make_units(seq, win, mode, block).query("split != 'train'").merge(win, on="window", suffixes=("", "_w"))
+    assert len(held) and sum(map(sum, held["noise"])) > 0  # noisy items to misplace
+    for noise, mask, items, positions, user in zip(held["noise"], held["history_noise"], held["items"],
+                                                   held["positions"], held["user"]):
+        assert list(noise) == list(mask)
+        truth = seq.set_index(["user", "pos"]).loc[[(user, p) for p in positions]]
+        assert list(truth["noise"]) == list(noise) and list(truth["item"]) == list(items)
+
+
 def test_check_units_refuses_a_shown_target(log):
     seq, win = log
     units = make_units(seq, win, "history", 4)

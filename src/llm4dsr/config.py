@@ -235,6 +235,11 @@ def _derive(cfg: dict, source: str) -> None:
     if abs(sum(split) - 1) > 1e-6:
         raise ConfigError(f"{source}: window.split: {split} must sum to 1")
     settings = cfg["noise"]["settings"]
+    whole = [s for s in settings if names.noise_rate(s) >= 1]
+    if whole:
+        raise ConfigError(f"{source}: noise.settings: {whole[0]} replaces every interaction: no history keeps an "
+                          f"item of its user, so no detector has a clean item to tell the noise from; use a rate "
+                          f"below 1")
     report = cfg["report"]
     if report["noise"] is None:  # the first setting with injected noise
         report["noise"] = next((s for s in settings if names.noise_rate(s) > 0), settings[0])

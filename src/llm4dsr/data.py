@@ -5,7 +5,7 @@ strings, ``timestamp`` int64 seconds, ``rating`` float or NaN) and items (``item
 ``title`` or None); ``attrs["path"]`` names the file each came from. A timestamp that
 is not a finite number of seconds stops the run (it decides the order of a history).
 :func:`check_raw` then drops or repairs the rows with data problems (an item without a
-title or missing from the items file, a duplicate (user, item, timestamp) row, a
+title or missing from the items file, a blank user id, a duplicate (user, item, timestamp) row, a
 rating that is not a number when ``min_rating`` is set, an item id listed with two
 titles: the first is kept), counts them, and warns, or stops when they exceed
 ``max_dropped_fraction`` of the interactions; it also cuts titles longer than
@@ -24,6 +24,7 @@ for the Amazon files, so :func:`download` records the sha256 of what it fetched 
 from __future__ import annotations
 
 import ast
+import csv
 import gzip
 import hashlib
 import html
@@ -52,6 +53,8 @@ AMAZON2018_URL = "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2"
 KNOWN_MD5 = {"ml-1m.zip": "c4d9eecfca2ab87c1945afe126590906"}
 # ml-100k's placeholder item (id 267) has the title "unknown", misspelt "unkonwn".
 _PLACEHOLDER_TITLES = {"unknown", "unkonwn"}
+# how exports write a missing value: such a title is no title (the LLM would read a film "NaN")
+_MISSING_TITLES = {"nan", "none", "null", "n/a", "na", "<na>", "#n/a"}
 _HTML_TAG = re.compile(r"<\s*[A-Za-z/!]")
 
 Frames = tuple[pd.DataFrame, pd.DataFrame]
@@ -125,14 +128,31 @@ def _need(df: pd.DataFrame, cols: list[str], path: Path) -> pd.DataFrame:
     return df
 
 
-def _read_table(path: Path, cols: list[str], **kw: Any) -> pd.DataFrame:
+def _read_table(path: Path, cols: list[str], sep: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> pd.DataFrame:
     try:
-        df = pd.read_csv(_exists(path), dtype=str, keep_default_na=False, **kw)
+        df = pd.read_csv(_exists(path), dtype=str, keep_default_na=False, sep=sep, quoting=quoting)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise Llm4dsrError(f"{path}: unreadable table ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     except OSError as exc:
         raise Llm4dsrError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(df.index, pd.RangeIndex):  # pandas made the extra leading field(s) an index
+        raise Llm4dsrError(_extra_fields(path, sep, quoting))
     return _need(df, cols, path)
+
+
+def _extra_fields(path: Path, sep: str, quoting: int) -> str:
+    """Where rows have more fields than the header: every column would shift by one."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        rows = csv.reader(f, delimiter=sep, quoting=quoting)
+        header = next(rows)
+        for row in rows:
+            if len(row) > len(header):
+                break
+        else:  # pandas found an index the csv module does not see
+            return f"{path}: the header does not name every column (pandas read the first as an index)"
+    name = "tab" if sep == "\t" else repr(sep)
+    return (f"{path}: line {rows.line_num} has {len(row)} fields, more than the {len(header)} of the header "
+            f"({sep.join(header)}): a trailing {name} or an unquoted {name} inside a field? (quote such fields)")
 
 
 MAX_SECONDS = 2.0 ** 62  # within int64, and room for ms, us or ns timestamps
@@ -146,6 +166,13 @@ def _seconds(values: pd.Series, path: Path) -> np.ndarray:
         row = int(np.argmax(bad))
         raise Llm4dsrError(f"{path}: timestamp {values.iloc[row]!r} (row {row + 1}) is not a finite number of "
                            f"seconds ({int(bad.sum())} such row(s))")
+    # 1e8..1e11 read as seconds is 1973..5138; from 1e11 on, milliseconds (or finer) since 1973
+    secs, finer = (num >= 1e8) & (num < 1e11), num >= 1e11
+    if secs.any() and finer.any():  # a history sorted on both would put every second-stamped row first
+        a, b = int(np.argmax(secs)), int(np.argmax(finer))
+        raise Llm4dsrError(f"{path}: timestamps in mixed units: {int(secs.sum())} row(s) look like seconds (row {a + 1}: "
+                           f"{values.iloc[a]}) and {int(finer.sum())} like milliseconds or finer (row {b + 1}: "
+                           f"{values.iloc[b]}): convert them to seconds")
     return np.floor(num).astype(np.int64)
 
 
@@ -171,7 +198,7 @@ def _plain_title(title: Any) -> str | None:
     if not isinstance(title, str):
         return None
     title = " ".join(title.split())
-    return title or None
+    return None if title.lower() in _MISSING_TITLES else title or None
 
 
 def _web_title(title: Any) -> str | None:
@@ -190,7 +217,7 @@ def read_movielens_csv(ratings: Path, movies: Path) -> Frames:
 def read_recbole(inter: Path, item: Path) -> Frames:
     """RecBole atomic files (ml-100k): tab-separated, headers like ``item_id:token``."""
     def table(path: Path, cols: list[str]) -> pd.DataFrame:
-        df = _read_table(path, [], sep="\t", quoting=3)  # 3 = csv.QUOTE_NONE: titles hold quotes
+        df = _read_table(path, [], sep="\t", quoting=csv.QUOTE_NONE)  # titles hold quotes
         return _need(df.rename(columns=lambda c: c.split(":")[0]), cols, path)
 
     r = table(inter, ["user_id", "item_id", "rating", "timestamp"])
@@ -322,8 +349,9 @@ def load_raw(dataset_cfg: dict, raw_dir: str | Path | None = None, name: str = "
 
 # --------------------------------------------------------------------------- data problems
 # What check_raw counts, in the order a row is attributed to its first problem. The
-# first four drop the row; conflicting_title keeps it, with the item's first title.
+# first five drop the row; conflicting_title keeps it, with the item's first title.
 PROBLEMS = {
+    "blank_user": "rows without a user id",
     "duplicate_row": "duplicate (user, item, timestamp) rows",
     "unknown_item": "items missing from the items file",
     "untitled_item": "items without a title",
@@ -374,6 +402,7 @@ def check_raw(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dict
     listed = set(items["item"])
     has_title = set(first["item"])
     masks = {
+        "blank_user": (df["user"].str.strip() == "").to_numpy(),  # else one user '' of many people
         "duplicate_row": df.duplicated(["user", "item", "timestamp"], keep="first").to_numpy(),
         "unknown_item": ~df["item"].isin(listed).to_numpy(),
         "untitled_item": ~df["item"].isin(has_title).to_numpy(),
@@ -447,17 +476,20 @@ def kcore(df: pd.DataFrame, k: int) -> pd.DataFrame:
     return df
 
 
-def unique_titles(titles: list[str]) -> list[str]:
+def unique_titles(titles: list[str], limit: int | None = None) -> list[str]:
     """Make titles distinct in order: the 2nd "X" becomes "X [2]", the 3rd "X [3]", ...
 
     Distinct as the LLM reads them (prompts.display_title), so that no two items share
-    a title in a prompt, in the suggestion trie or in grounding."""
+    a title in a prompt, in the suggestion trie or in grounding. With ``limit``
+    (max_title_chars) the title is cut further to leave room for its suffix."""
     seen: set[str] = set()
     out = []
     for title in titles:
         new, k = title, 2
         while prompts.display_title(new) in seen:
-            new, k = f"{title} [{k}]", k + 1
+            suffix = f" [{k}]"
+            base = title if limit is None else cut_title(title, max(limit - len(suffix), 1))
+            new, k = base + suffix, k + 1
         seen.add(prompts.display_title(new))
         out.append(new)
     return out
@@ -482,8 +514,12 @@ def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dic
     if dataset_cfg["min_rating"] is not None:
         if df.rating.isna().all():
             raise Llm4dsrError(f"{key}.min_rating: this source has no ratings")
+        top = df.rating.max()
         df = df[df.rating >= dataset_cfg["min_rating"]]
         trace["min_rating"] = _counts(df)
+        if df.empty:  # else the k-core would be blamed
+            raise Llm4dsrError(f"{key}.min_rating: no rating is at least {dataset_cfg['min_rating']:g} "
+                               f"(the highest is {top:g})")
     rng = np.random.default_rng(seed)
     if dataset_cfg["max_items"] is not None:
         df = _sample(df, "item", dataset_cfg["max_items"], rng)
@@ -495,8 +531,18 @@ def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dic
     df = kcore(df, dataset_cfg["kcore"])
     trace["kcore"] = _counts(df)
     if dataset_cfg["max_users"] is not None:
+        cored = trace["kcore"]
         df = kcore(_sample(df, "user", dataset_cfg["max_users"], rng), dataset_cfg["kcore"])
-        trace["max_users"] = _counts(df)
+        trace["max_users"] = kept = _counts(df)
+        # on a sparse source the sample's own k-core can collapse (972 users -> 300 -> 10):
+        # a study of what is left would not be a sample of the data
+        sampled = min(dataset_cfg["max_users"], cored["users"])
+        if kept["users"] < sampled / 2:
+            raise Llm4dsrError(
+                f"{key}.max_users: a sample of {sampled} of the {cored['users']} users the {dataset_cfg['kcore']}-core "
+                f"keeps leaves {kept['users']} users, {kept['items']} items, {kept['interactions']} interactions "
+                f"once the k-core is enforced again (the sample is too sparse to keep it): raise max_users (null "
+                f"= all {cored['users']}) or lower kcore")
     if df.empty:
         raise Llm4dsrError(f"{key}.kcore: no interactions left after filtering ({trace})")
 
@@ -512,7 +558,7 @@ def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dic
     title_of = dict(zip(titled["item"], titled.title))
     items_out = pd.DataFrame({
         "item": np.arange(1, len(raw_items) + 1, dtype=np.int64),
-        "title": unique_titles([title_of[i] for i in raw_items]),
+        "title": unique_titles([title_of[i] for i in raw_items], dataset_cfg["max_title_chars"]),
         "raw_id": raw_items.astype(object),
         "count": np.bincount(out["item"], minlength=len(raw_items) + 1)[1:].astype(np.int64),
     })
@@ -563,12 +609,24 @@ def run(dataset_cfg: dict, window_cfg: dict, seed: int, out_dir: str | Path,
     for step, counts in trace.items():
         log.info("%s: after %s: %s", name, step, counts)
     summary = {"source": dataset_cfg["source"], "steps": trace, **checks, **stats(inter, items, window_cfg, seed)}
+    if window_cfg["split_mode"] == "global_time" and inter["timestamp"].nunique() == 1:
+        raise Llm4dsrError(f"config window.split_mode: global_time, but every timestamp of dataset {name} is "
+                           f"{inter['timestamp'].iloc[0]}: the split would follow file order, not time (fix the "
+                           f"timestamps, or use split_mode last_per_user)")
     empty = [s for s in SPLITS if not summary["windows"][s]]
     if empty:  # backbones train, select and test on these: stop here, not in a later job
         key = "split" if window_cfg["split_mode"] == "global_time" else "split_mode"
         raise Llm4dsrError(f"config window.{key}: {window_cfg[key]} leaves the {' and '.join(empty)} split(s) of "
                            f"dataset {name} without windows ({sum(summary['windows'].values())} windows in all, "
                            f"{summary['interactions']} interactions): the data is too small")
+    test_users, floor = summary["eval_users_kept"]["test"], window_cfg["min_test_users"]
+    if test_users < floor:  # the power floor, checked before any expensive job
+        more = "" if window_cfg["split_mode"] == "last_per_user" else ", split_mode last_per_user, a larger test share"
+        raise Llm4dsrError(f"config window.min_test_users: dataset {name} keeps {summary['eval_windows_kept']['test']} "
+                           f"test windows from {test_users} users ({summary['users']} users in all), fewer than "
+                           f"{floor}: no interval on so few users can tell the study's conditions apart; give it more "
+                           f"test users (datasets.{name}.max_users, kcore{more}, window.max_eval_windows) or lower "
+                           f"window.min_test_users knowing that")
     write_parquet(inter, out_dir / "interactions.parquet")
     write_parquet(items, out_dir / "items.parquet")
     write_json(summary, out_dir / "stats.json")

@@ -9,8 +9,10 @@ shared by a group stays readable.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,24 @@ class Llm4dsrError(Exception):
 
     The message is one line and names the file or config key at fault.
     """
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(path: str | os.PathLike) -> Llm4dsrError:
+    """The one line for a write that filled the disk: an environment problem, not a bug."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2 ** 20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return Llm4dsrError(f"{path}: cannot write: the disk is full ({free} in {folder}): free some space and rerun "
+                        f"the same command to resume")
 
 
 def _umask() -> int:
@@ -68,13 +88,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if disk_full(exc):  # measured after the partial file is gone
+            raise disk_full_error(path) from None
         raise
 
 
@@ -160,8 +180,6 @@ def _json_default(obj: Any) -> Any:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Like :func:`atomic_path` for a folder: filled under a temporary name, then renamed."""
-    import shutil
-
     path = Path(path)
     tmp = _temporary(path, tempfile.mkdtemp)
     try:
@@ -172,6 +190,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             except OSError as exc:
                 raise Llm4dsrError(f"{path}: cannot replace ({exc.strerror})") from None
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(exc):
+            raise disk_full_error(path) from None
         raise
