@@ -82,7 +82,7 @@ OUTPUTS = [
            f"{R}/{{noise}}/scores/{{detector}}.parquet"),
     Output(f"{R}/{{noise}}/detection.json", rf"{N}/detection\.json", "detection",  # + "paired"
            ("units", "users", "items", "noise_items", "units_unscored", "roc_auc", "pr_auc", "top1", "roc_auc_ci",
-            "pr_auc_ci", "top1_ci", "top1_units", "threshold", "flagged", "precision", "recall", "calibration", "ece")),
+            "pr_auc_ci", "top1_ci", "top1_units", "roc_auc_within", "roc_auc_within_ci", "roc_auc_within_units", "threshold", "flagged", "precision", "recall", "calibration", "ece")),
     Output(f"{R}/{{noise}}/correct/{{condition}}/windows.parquet", rf"{N}/correct/[\w.-]+/windows\.parquet", "parquet",
            WINDOWS, f"{R}/{{noise}}/windows.parquet"),
     Output(f"{R}/{{noise}}/correct/{{condition}}/changes.parquet",
@@ -206,7 +206,7 @@ def test_every_output_has_its_documented_columns(run):
                     "combined - combined_collab"} <= set(paired)
             for pair in paired.values():  # "A - B" -> split -> metric -> diff, ci
                 assert set(pair) == {"train", "valid", "test"} and all(
-                    set(m) == {"roc_auc", "pr_auc", "top1"} and all(set(v) == {"diff", "ci"} for v in m.values())
+                    set(m) == {"roc_auc", "pr_auc", "top1", "roc_auc_within"} and all(set(v) == {"diff", "ci"} for v in m.values())
                     for m in pair.values()), rel
             for detector, splits in data.items():
                 assert set(splits) == {"train", "valid", "test"}, (rel, detector)
