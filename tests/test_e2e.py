@@ -49,7 +49,8 @@ CHANGES = ("unit", "user", "split", "pos", "old_item", "new_item", "prob", "was_
 DENOISERS = "hsd|steam"  # llm4dsr.names.DENOISERS, whose changes also name their window and operation
 SWEEP = ("model", "condition", "seeds", "n_test", "test_users", "{metric}_mean", "{metric}_ci_low", "{metric}_ci_high",
          "{metric}_std", "{metric}_gain_pct", "{metric}_diff_noisy", "{metric}_diff_noisy_ci_low",
-         "{metric}_diff_noisy_ci_high", "best_epoch_mean", "train_seconds_mean")
+         "{metric}_diff_noisy_ci_high", "{metric}_diff_mostpop", "{metric}_diff_mostpop_ci_low",
+         "{metric}_diff_mostpop_ci_high", "best_epoch_mean", "train_seconds_mean")
 TABLE = (*SWEEP, "{metric}_gap_clean", "{metric}_gap_clean_ci_low", "{metric}_gap_clean_ci_high")  # clean in the table
 R = "results/{dataset}"
 OUTPUTS = [
