@@ -121,8 +121,9 @@ OUTPUTS = [
            ("detection_quality", "detection_curves_{noise}", "calibration", "ndcg_bars", "threshold", "noise_rate",
             "lora_loss", "examples")),
     Output(f"{R}/report/detection.csv", r"report/detection\.csv", "csv",
-           ("noise", "detector", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "pr_auc", "pr_auc_ci_low",
-            "pr_auc_ci_high", "top1", "top1_ci_low", "top1_ci_high", "ece", "units", "users", "noise_items")),
+           ("noise", "detector", "roc_auc_within", "roc_auc_within_ci_low", "roc_auc_within_ci_high", "roc_auc",
+            "roc_auc_ci_low", "roc_auc_ci_high", "pr_auc", "pr_auc_ci_low", "pr_auc_ci_high", "top1", "top1_ci_low",
+            "top1_ci_high", "ece", "units", "roc_auc_within_units", "users", "noise_items")),
 ]
 
 
