@@ -46,7 +46,7 @@ def injected(settings: Iterable[str]) -> list[str]:
 COLORS = {"noisy": "#222222", "clean": "#2ca02c", "llm4dsr": "#d62728", "llm4dsr_no_uncertainty": "#ff9896",
           "llm_full_title": "#d62728", "llm_first_token": "#ff7f0e", "llm_trie": "#8c564b",
           "popularity": "#1f77b4", "cooccurrence": "#9467bd", "idtransformer": "#17becf", "random": "#7f7f7f",
-          "combined": "#e377c2", "combined_collab": "#bcbd22"}
+          "combined": "#e377c2", "combined_collab": "#bcbd22", "mostpop": "#a07800"}
 _SPARE = ["#aec7e8", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#ffbb78", "#c7c7c7"]
 
 
@@ -457,8 +457,9 @@ def results_summary(df: pd.DataFrame, noise: str, metric: str = "ndcg@10") -> st
 
 
 def sweep_points(sweep: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
-    """model, threshold, mean, low, high of the llm4dsr-p{T} conditions of a sweep table."""
-    part = sweep[sweep["condition"].str.fullmatch(names.SWEEP_CONDITION)].copy()
+    """model, threshold, mean, low, high of the llm4dsr-p{T} conditions of a sweep table's
+    backbones (its mostpop rows are the reference, drawn as a band)."""
+    part = sweep[sweep["condition"].str.fullmatch(names.SWEEP_CONDITION) & (sweep["model"] != "mostpop")].copy()
     part["threshold"] = part["condition"].str.slice(len("llm4dsr-p")).astype(float)
     return part.rename(columns={f"{metric}_mean": "mean", f"{metric}_ci_low": "low", f"{metric}_ci_high": "high"})[
         ["model", "threshold", "mean", "low", "high"]].sort_values(["model", "threshold"])
@@ -482,6 +483,11 @@ def fig_threshold(sweep: pd.DataFrame | None, results: pd.DataFrame | None, nois
         ax.errorbar(p["threshold"], p["mean"], yerr=_yerr(p["mean"], p["low"], p["high"]), marker="o", capsize=3,
                     color=color("llm4dsr"), label="llm4dsr, threshold swept")
         ref = results[results["model"] == model].set_index("condition") if results is not None else None
+        pop = results[results["model"] == "mostpop"].set_index("condition") if results is not None else None
+        if pop is not None and "noisy" in pop.index:  # the reference the backbone must beat
+            mean, lo, hi = (pop.at["noisy", c] for c in (f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"))
+            ax.axhline(mean, color=color("mostpop"), ls=":", lw=1, label="most-popular list (noisy data)")
+            ax.axhspan(lo, hi, color=color("mostpop"), alpha=0.08)
         for cond in ("noisy", "clean", "llm4dsr"):
             if ref is not None and cond in ref.index:
                 name = cond if cond != "llm4dsr" or not default else \
