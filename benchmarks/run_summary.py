@@ -1,7 +1,8 @@
 """Write docs/results.md: the measured figures of a finished workflow run, every one with
 its 95% interval (dataset statistics, rule wall times, the LoRA learning curve, detection
-quality and paired differences per noise setting, backbone metrics and paired
-differences), and the benchmark scripts' outputs found under results/.
+quality and paired differences per noise setting, within histories first, backbone metrics
+and paired differences, and their reference levels: most-popular and random), and the
+benchmark scripts' outputs found under results/.
 
     .venv/bin/python benchmarks/run_summary.py [--results results] [--dataset ml-latest-small] [--out docs/results.md]
         [--commit SHA] [--note "how the run was made"]
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llm4dsr.backbones.reference import MODEL as MOSTPOP, random_level
 from llm4dsr.figures import excludes_zero, interval_text, label
 from llm4dsr.io import write_text
 
@@ -55,37 +57,44 @@ def recipe_table(rows: pd.DataFrame) -> str:
 
 
 def detection_section(base: Path, noises: list[str]) -> str:
+    """Per split, ROC-AUC within histories (the headline: length-invariant) and pooled, each
+    with its interval; then the paired differences of both on the test split."""
     out = []
     for split in ("test", "train"):
-        rows, users = {}, {}
+        for metric, title in (("roc_auc_within", "Mean ROC-AUC within a history (units holding noise and clean "
+                                                 "items; the headline)"),
+                              ("roc_auc", "ROC-AUC pooled over all items (also ranks by history length)")):
+            rows, users = {}, {}
+            for n in noises:
+                det = json.loads((base / n / "detection.json").read_text())
+                for name, by_split in det.items():
+                    m = by_split.get(split) if name != "paired" else None
+                    if m and m.get(metric) is not None:  # None: nothing injected (rate 0.0)
+                        rows.setdefault(label(name), {})[n] = interval_text(m[metric], m[f"{metric}_ci"])
+                        users[n] = m["users"]
+            if rows:
+                t = pd.DataFrame(rows).T
+                t.columns = [f"{n} ({users[n]} users)" for n in t.columns]
+                out.append(f"**{title}, {split} split** (95% interval, users resampled):\n\n{t.to_markdown()}\n")
+    for metric, title in (("roc_auc_within", "within-history ROC-AUC"), ("roc_auc", "pooled ROC-AUC")):
+        pairs = {}
         for n in noises:
             det = json.loads((base / n / "detection.json").read_text())
-            for name, by_split in det.items():
-                m = by_split.get(split) if name != "paired" else None
-                if m and m["roc_auc"] is not None:  # None: nothing injected (rate 0.0)
-                    rows.setdefault(label(name), {})[n] = interval_text(m["roc_auc"], m["roc_auc_ci"])
-                    users[n] = m["users"]
-        if rows:
-            t = pd.DataFrame(rows).T
-            t.columns = [f"{n} ({users[n]} users)" for n in t.columns]
-            out.append(f"**ROC-AUC, {split} split** (95% interval, users resampled):\n\n{t.to_markdown()}\n")
-    pairs = {}
-    for n in noises:
-        det = json.loads((base / n / "detection.json").read_text())
-        for pair, by_split in det.get("paired", {}).items():
-            d = by_split["test"]["roc_auc"]
-            if d["diff"] is not None:
-                cell = interval_text(d["diff"], d["ci"], sign=True)
-                a, b = pair.split(" - ")
-                pairs.setdefault(f"{label(a)} minus {label(b)}", {})[n] = f"**{cell}**" if excludes_zero(d["ci"]) else cell
-    if pairs:
-        out.append("**Paired ROC-AUC differences, test split** (the same users resampled for both; **bold**: "
-                   "the interval excludes 0, a finding; otherwise the study cannot tell the two apart):\n\n"
-                   + pd.DataFrame(pairs).T.to_markdown() + "\n")
+            for pair, by_split in det.get("paired", {}).items():
+                d = by_split["test"].get(metric)
+                if d and d["diff"] is not None:
+                    cell = interval_text(d["diff"], d["ci"], sign=True)
+                    a, b = pair.split(" - ")
+                    pairs.setdefault(f"{label(a)} minus {label(b)}", {})[n] = \
+                        f"**{cell}**" if excludes_zero(d["ci"]) else cell
+        if pairs:
+            out.append(f"**Paired {title} differences, test split** (the same users resampled for both; **bold**: "
+                       "the interval excludes 0, a finding; otherwise the study cannot tell the two apart):\n\n"
+                       + pd.DataFrame(pairs).T.to_markdown() + "\n")
     return "## Noise detection\n\n" + "\n".join(out)
 
 
-def backbone_section(base: Path, noises: list[str], metric: str = "ndcg@10") -> str:
+def backbone_section(base: Path, noises: list[str], metric: str = "ndcg@10", n_items: int | None = None) -> str:
     """Per noise setting, one row per condition and per backbone three cells: the metric, the
     condition minus `noisy` and `clean` minus the condition, each paired on the same windows
     and seeds. The published denoisers' own recommenders (one condition each) follow in a line."""
@@ -105,6 +114,8 @@ def backbone_section(base: Path, noises: list[str], metric: str = "ndcg@10") -> 
         if not path.exists():
             continue
         r = pd.read_csv(path).rename(columns={f"{metric}_mean": metric})
+        pop = r[r["model"] == MOSTPOP].set_index("condition")
+        r = r[r["model"] != MOSTPOP]
         shared = r.groupby("model")["condition"].transform("nunique") > 1  # backbones trained on every condition
         t = pd.DataFrame(index=pd.Index(r.loc[shared, "condition"].unique(), name="condition"))
         for model, g in r[shared].groupby("model", sort=False):
@@ -116,6 +127,18 @@ def backbone_section(base: Path, noises: list[str], metric: str = "ndcg@10") -> 
         users = int(r["test_users"].max())
         out.append(f"**{n}** ({int(r['seeds'].max())} seeds, {int(r['n_test'].max())} test windows, {users} users):\n\n"
                    + t.to_markdown() + "\n" + (f"\nThe published denoisers' own recommenders: {own}.\n" if own else ""))
+        if len(pop):  # the reference levels: does each backbone beat a most-popular list of the same data?
+            ref = pd.DataFrame(index=pd.Index(pop.index, name="condition"))
+            ref[MOSTPOP] = [cell(pop.loc[c], metric, False) for c in ref.index]
+            for model, g in r[shared].groupby("model", sort=False):
+                g = g.set_index("condition")
+                ref[f"{model} minus {MOSTPOP}"] = [cell(g.loc[c], f"{metric}_diff_{MOSTPOP}", True)
+                                                   if c in g.index else "" for c in ref.index]
+            level = random_level(n_items, [metric])[metric] if n_items else None
+            out.append(f"Reference levels on {n}: `{MOSTPOP}` (items ranked by their count among the condition's "
+                       "train-window targets) and each backbone minus it on the same condition and windows"
+                       + (f"; a random ranking of the {n_items} items scores {metric.upper()} {level:.4f}" if level
+                          else "") + ":\n\n" + ref.to_markdown() + "\n")
     return "\n".join(out)
 
 
@@ -154,7 +177,7 @@ def main() -> None:
                      + "\n")
     noises = sorted(p.parent.name for p in base.glob("*/detection.json"))
     parts.append(detection_section(base, noises))
-    parts.append(backbone_section(base, noises))
+    parts.append(backbone_section(base, noises, n_items=stats["items"]))
     recipes = sorted((root / "recipe_search").glob("*.tsv"))
     if recipes:
         parts.append(recipe_table(pd.concat([pd.read_csv(p, sep="\t") for p in recipes])))

@@ -78,7 +78,9 @@ def results_table(base: Path, conditions: list[str], models: list[str], rate: fl
                 if not p.exists():
                     backbone_run(p, model, cond, seed, value, test)
                 paths.append(p)
-    aggregate(paths, base / f"{out}.csv", base / f"{out}.md", BOOT, 0)
+    # every condition's windows are the setting's own here: the mostpop rows all alike
+    aggregate(paths, base / f"{out}.csv", base / f"{out}.md", BOOT, 0,
+              windows={c: base / "windows.parquet" for c in conditions}, catalogue=base.parent / "data" / "items.parquet")
 
 
 def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("uniform-0.0", "uniform-0.1", "popularity-0.1"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llm4dsr import config, correct
-from llm4dsr.backbones import MODELS, build, results
+from llm4dsr.backbones import MODELS, build, reference, results
 from llm4dsr.backbones import trainer as backbone
 from llm4dsr.io import Llm4dsrError
 from llm4dsr.metrics import hit_ndcg_at_k, target_ranks
@@ -252,6 +252,130 @@ def test_aggregate_rejects_duplicate_runs(tmp_path):
     p = _write_run(tmp_path, "sasrec", "noisy", 0, [1, 2], [0, 1])
     with pytest.raises(Llm4dsrError, match="duplicate"):
         results.aggregate([p, p], tmp_path / "results.csv", tmp_path / "results.md", BOOT, seed=0)
+
+
+# reference levels: most-popular and random (issue 26)
+
+def pop_windows(train_targets, test_targets, test_users=None) -> pd.DataFrame:
+    n_train, n_test = len(train_targets), len(test_targets)
+    return pd.DataFrame({"window": range(n_train + n_test),
+                         "user": [0] * n_train + list(test_users if test_users is not None else range(n_test)),
+                         "split": ["train"] * n_train + ["test"] * n_test,
+                         "target": list(train_targets) + list(test_targets)})
+
+
+def test_mostpop_hand_computed_with_ties():
+    """Counts 3, 2, 2, 0, 0 for items 1..5. Target 1 is ranked first; target 2 ties with
+    item 3 at ranks 2-3; target 5 ties with item 4 at ranks 4-5: each metric is the mean
+    over the tied ranks, not the best of them (the backbones' tie rule)."""
+    test, v = reference.mostpop(pop_windows([1, 1, 1, 2, 2, 3, 3], [1, 2, 5]), 5, ["hr@2", "ndcg@2", "hr@5", "ndcg@5"])
+    assert list(test["window"]) == [7, 8, 9]
+    assert v["hr@2"] == pytest.approx([1, 0.5, 0])
+    assert v["ndcg@2"] == pytest.approx([1, 0.5 / math.log2(3), 0])
+    assert v["hr@5"] == pytest.approx([1, 1, 1])
+    assert v["ndcg@5"] == pytest.approx([1, (1 / math.log2(3) + 1 / math.log2(4)) / 2,
+                                         (1 / math.log2(5) + 1 / math.log2(6)) / 2])
+
+
+def test_mostpop_equals_the_expectation_over_random_tie_orders():
+    """Brute force: rank the 8 items in every order that keeps the counts' order (ties
+    permuted), average each window's metric: the same as the closed form."""
+    from itertools import permutations
+
+    rng = np.random.default_rng(3)
+    counts_from = rng.integers(1, 5, 12)  # items 5..8 never a train target
+    test_targets = [1, 2, 3, 4, 5, 6, 7, 8]
+    test, v = reference.mostpop(pop_windows(counts_from, test_targets), 8, ["hr@3", "ndcg@3"])
+    counts = np.bincount(counts_from, minlength=9)[1:]
+    got = {m: np.zeros(8) for m in v}
+    orders = [o for o in permutations(range(8)) if all(counts[o[i]] >= counts[o[i + 1]] for i in range(7))]
+    for order in orders:
+        rank = np.empty(8, int)
+        rank[list(order)] = np.arange(1, 9)
+        r = rank[np.array(test_targets) - 1]
+        got["hr@3"] += (r <= 3) / len(orders)
+        got["ndcg@3"] += np.where(r <= 3, 1 / np.log2(r + 1), 0) / len(orders)
+    for m in v:
+        assert v[m] == pytest.approx(got[m])
+
+
+def test_random_level_and_mostpop_without_counts():
+    """A random ranking: HR@K = K / n, NDCG@K = sum_{r<=K} 1/log2(r+1) / n; a most-popular
+    list that has seen nothing is exactly that."""
+    level = reference.random_level(50, ["hr@10", "ndcg@10", "hr@20"])
+    assert level["hr@10"] == pytest.approx(10 / 50) and level["hr@20"] == pytest.approx(20 / 50)
+    assert level["ndcg@10"] == pytest.approx(sum(1 / math.log2(r + 1) for r in range(1, 11)) / 50)
+    _, v = reference.mostpop(pop_windows([], [3, 17, 50]), 50, ["hr@10", "ndcg@10"])
+    assert v["hr@10"] == pytest.approx([0.2] * 3) and v["ndcg@10"] == pytest.approx([level["ndcg@10"]] * 3)
+
+
+def test_results_table_has_mostpop_rows_and_paired_differences(tmp_path):
+    """mostpop is built from each condition's own train targets; each backbone row gets its
+    difference to the same condition's list, paired on the same windows; nothing of the
+    table without the reference changes."""
+    n_items, users = 40, np.repeat(np.arange(20), 2)  # 40 test windows of 20 users
+    rng = np.random.default_rng(0)
+    test_targets = rng.integers(1, 6, 40)  # the popular items 1..5
+    noisy_w = pop_windows(rng.integers(1, n_items + 1, 300), test_targets, users)  # noise: no popularity signal
+    clean_w = pop_windows(rng.integers(1, 6, 300), test_targets, users)
+    paths = {}
+    for c, w in (("noisy", noisy_w), ("clean", clean_w)):
+        paths[c] = tmp_path / f"{c}.parquet"
+        w.to_parquet(paths[c])
+    pd.DataFrame({"item": range(1, n_items + 1), "title": [f"t{i}" for i in range(1, n_items + 1)],
+                  "count": 1}).to_parquet(tmp_path / "items.parquet")
+    runs = [_write_run(tmp_path, "sasrec", c, s, rng.integers(1, 15, 40), users) for c in ("noisy", "clean")
+            for s in (0, 1)]
+    for p in runs:  # the test windows of the condition files
+        r = pd.read_parquet(backbone.ranks_path(p))
+        r.assign(window=np.arange(300, 340)).to_parquet(backbone.ranks_path(p))
+    plain = results.aggregate(runs, tmp_path / "plain.csv", tmp_path / "plain.md", BOOT, seed=0)
+    table = results.aggregate(runs, tmp_path / "results.csv", tmp_path / "results.md", BOOT, seed=0, windows=paths,
+                              catalogue=tmp_path / "items.parquet")
+    assert list(zip(table["model"], table["condition"])) == [("sasrec", "noisy"), ("sasrec", "clean"),
+                                                             ("mostpop", "noisy"), ("mostpop", "clean")]
+    assert table.iloc[:2][plain.columns].round(9).equals(plain.round(9))  # only added
+    t = table.set_index(["model", "condition"])
+    _, clean_pop = reference.mostpop(clean_w, n_items, ["hr@5"])
+    assert t.at[("mostpop", "clean"), "hr@5_mean"] == pytest.approx(clean_pop["hr@5"].mean())
+    assert t.at[("mostpop", "clean"), "hr@5_mean"] > 0.9 > t.at[("mostpop", "noisy"), "hr@5_mean"]
+    assert t.at[("mostpop", "clean"), "seeds"] == 1
+    for c in ("noisy", "clean"):
+        row = t.loc[("sasrec", c)]
+        assert row["hr@5_diff_mostpop"] == pytest.approx(row["hr@5_mean"] - t.at[("mostpop", c), "hr@5_mean"])
+        assert row["hr@5_diff_mostpop_ci_low"] <= row["hr@5_diff_mostpop"] <= row["hr@5_diff_mostpop_ci_high"]
+    assert t.at[("sasrec", "clean"), "hr@5_diff_mostpop_ci_high"] < 0  # the list beats a poor backbone
+    assert pd.isna(t.at[("mostpop", "clean"), "hr@5_diff_mostpop"])
+    assert t.at[("mostpop", "clean"), "hr@5_diff_noisy_ci_low"] > 0  # clean counts make a better list
+    md = (tmp_path / "results.md").read_text()
+    assert "| mostpop | clean |" in md and "a random ranking of the 40 items scores" in md
+    with pytest.raises(Llm4dsrError, match="test windows differ"):
+        other = clean_w.assign(window=clean_w["window"] + 1)
+        other.to_parquet(paths["clean"])
+        results.aggregate(runs, tmp_path / "x.csv", tmp_path / "x.md", BOOT, seed=0, windows=paths,
+                          catalogue=tmp_path / "items.parquet")
+
+
+def test_mostpop_interval_resamples_users_not_windows(tmp_path):
+    """As for the backbones: 5 copies of each user's test window leave its interval as it is."""
+    rng = np.random.default_rng(2)
+    pd.DataFrame({"item": range(1, 21), "title": [f"t{i}" for i in range(1, 21)], "count": 1}).to_parquet(
+        tmp_path / "items.parquet")
+    train, targets = rng.integers(1, 21, 100), rng.integers(1, 21, 15)
+    bounds = []
+    for copies in (1, 5):
+        w = pop_windows(train, np.repeat(targets, copies), np.repeat(np.arange(15), copies))
+        w.to_parquet(tmp_path / f"w{copies}.parquet")
+        run = _write_run(tmp_path, "sasrec", f"noisy{copies}", 0, np.ones(15 * copies, int),
+                         np.repeat(np.arange(15), copies))
+        r = pd.read_parquet(backbone.ranks_path(run))
+        r.assign(window=np.arange(100, 100 + 15 * copies)).to_parquet(backbone.ranks_path(run))
+        t = results.aggregate([run], tmp_path / "r.csv", tmp_path / "r.md", BOOT, seed=0,
+                              windows={f"noisy{copies}": tmp_path / f"w{copies}.parquet"},
+                              catalogue=tmp_path / "items.parquet").set_index("model")
+        bounds.append(t.loc["mostpop", ["hr@5_ci_low", "hr@5_ci_high", "ndcg@5_ci_low", "ndcg@5_ci_high"]]
+                      .to_numpy(dtype=float))
+    assert bounds[0][1] > bounds[0][0] and bounds[1] == pytest.approx(bounds[0])
 
 
 # the reference protocol's objective and initialisation, and the test-selection diagnostic

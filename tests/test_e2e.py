@@ -49,7 +49,8 @@ CHANGES = ("unit", "user", "split", "pos", "old_item", "new_item", "prob", "was_
 DENOISERS = "hsd|steam"  # llm4dsr.names.DENOISERS, whose changes also name their window and operation
 SWEEP = ("model", "condition", "seeds", "n_test", "test_users", "{metric}_mean", "{metric}_ci_low", "{metric}_ci_high",
          "{metric}_std", "{metric}_gain_pct", "{metric}_diff_noisy", "{metric}_diff_noisy_ci_low",
-         "{metric}_diff_noisy_ci_high", "best_epoch_mean", "train_seconds_mean")
+         "{metric}_diff_noisy_ci_high", "{metric}_diff_mostpop", "{metric}_diff_mostpop_ci_low",
+         "{metric}_diff_mostpop_ci_high", "best_epoch_mean", "train_seconds_mean")
 TABLE = (*SWEEP, "{metric}_gap_clean", "{metric}_gap_clean_ci_low", "{metric}_gap_clean_ci_high")  # clean in the table
 R = "results/{dataset}"
 OUTPUTS = [
@@ -82,7 +83,7 @@ OUTPUTS = [
            f"{R}/{{noise}}/scores/{{detector}}.parquet"),
     Output(f"{R}/{{noise}}/detection.json", rf"{N}/detection\.json", "detection",  # + "paired"
            ("units", "users", "items", "noise_items", "units_unscored", "roc_auc", "pr_auc", "top1", "roc_auc_ci",
-            "pr_auc_ci", "top1_ci", "top1_units", "threshold", "flagged", "precision", "recall", "calibration", "ece")),
+            "pr_auc_ci", "top1_ci", "top1_units", "roc_auc_within", "roc_auc_within_ci", "roc_auc_within_units", "threshold", "flagged", "precision", "recall", "calibration", "ece")),
     Output(f"{R}/{{noise}}/correct/{{condition}}/windows.parquet", rf"{N}/correct/[\w.-]+/windows\.parquet", "parquet",
            WINDOWS, f"{R}/{{noise}}/windows.parquet"),
     Output(f"{R}/{{noise}}/correct/{{condition}}/changes.parquet",
@@ -120,8 +121,9 @@ OUTPUTS = [
            ("detection_quality", "detection_curves_{noise}", "calibration", "ndcg_bars", "threshold", "noise_rate",
             "lora_loss", "examples")),
     Output(f"{R}/report/detection.csv", r"report/detection\.csv", "csv",
-           ("noise", "detector", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "pr_auc", "pr_auc_ci_low",
-            "pr_auc_ci_high", "top1", "top1_ci_low", "top1_ci_high", "ece", "units", "users", "noise_items")),
+           ("noise", "detector", "roc_auc_within", "roc_auc_within_ci_low", "roc_auc_within_ci_high", "roc_auc",
+            "roc_auc_ci_low", "roc_auc_ci_high", "pr_auc", "pr_auc_ci_low", "pr_auc_ci_high", "top1", "top1_ci_low",
+            "top1_ci_high", "ece", "units", "roc_auc_within_units", "users", "noise_items")),
 ]
 
 
@@ -206,7 +208,7 @@ def test_every_output_has_its_documented_columns(run):
                     "combined - combined_collab"} <= set(paired)
             for pair in paired.values():  # "A - B" -> split -> metric -> diff, ci
                 assert set(pair) == {"train", "valid", "test"} and all(
-                    set(m) == {"roc_auc", "pr_auc", "top1"} and all(set(v) == {"diff", "ci"} for v in m.values())
+                    set(m) == {"roc_auc", "pr_auc", "top1", "roc_auc_within"} and all(set(v) == {"diff", "ci"} for v in m.values())
                     for m in pair.values()), rel
             for detector, splits in data.items():
                 assert set(splits) == {"train", "valid", "test"}, (rel, detector)

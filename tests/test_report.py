@@ -3,6 +3,7 @@ renders to HTML that loads nothing from the network."""
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import report_synth
 
@@ -91,6 +92,29 @@ def test_missing_optional_inputs_are_skipped_with_a_note(tmp_path):
     assert images(nb) == FIGURES - 4
 
 
+def test_backbone_tables_render_bold_as_html_and_show_the_references(full):
+    """Issue 26: a finding's bold is CSS in the HTML table, never Markdown's ** printed as
+    is; the tables hold the mostpop rows and each backbone minus mostpop; the text states
+    the random ranking's level, computed from the number of items (40 here)."""
+    import re
+
+    nb, html, out = full
+    assert "**+" not in html and "**-" not in html
+    assert "font-weight: bold" in html
+    assert "minus mostpop" in html and re.search(r"<th[^>]*>mostpop</th>", html)
+    assert f"a random ranking of the 40 items scores NDCG@10 {sum(1 / np.log2(r + 1) for r in range(1, 11)) / 40:.4f}" \
+        in markdown(nb)
+
+
+def test_data_steps_keep_the_pipeline_order():
+    """stats.json's keys are sorted; the table lists the steps as the pipeline ran them."""
+    stats = {"users": 3, "items": 4, "interactions": 9,
+             "steps": {s: {"users": 3, "items": 4, "interactions": 9}
+                       for s in ("checked", "kcore", "max_items_per_user", "max_users", "read")}}
+    rows = [r for r in figures.stats_table(stats).index if r.startswith("after ")]
+    assert rows == ["after read", "after checked", "after max items per user", "after kcore", "after max users"]
+
+
 def test_remote_scripts_are_refused():
     with pytest.raises(Llm4dsrError, match="remote script"):
         report.check_offline('<html><script src="https://cdn.example.org/require.js"></script></html>')
@@ -133,7 +157,7 @@ def test_detection_numbers_follow_the_files(full):
         got = {}
         for d in report_synth.DETECTORS:
             scores = pd.read_parquet(top / noise / "scores" / f"{d}.parquet")
-            y, p, top1, users = [], [], [], set()
+            y, p, top1, users, within = [], [], [], set(), []
             for u, probs in zip(scores["unit"], scores["probs"]):
                 if units.at[u, "split"] != "test":
                     continue
@@ -142,26 +166,38 @@ def test_detection_numbers_follow_the_files(full):
                 users.add(units.at[u, "user"])
                 if sum(units.at[u, "noise"]):
                     top1.append(units.at[u, "noise"][int(np.argmax(probs))])
+                if 0 < sum(units.at[u, "noise"]) < len(probs):  # each history's own ROC-AUC
+                    within.append(roc_auc_score(units.at[u, "noise"], probs))
             got[d] = {"roc_auc": roc_auc_score(y, p), "pr_auc": average_precision_score(y, p),
-                      "top1": float(np.mean(top1)), "noise_items": sum(y), "users": len(users)}
+                      "top1": float(np.mean(top1)), "noise_items": sum(y), "users": len(users),
+                      "roc_auc_within": float(np.mean(within)), "roc_auc_within_units": len(within)}
             row = table[(table["noise"] == noise) & (table["detector"] == d)].iloc[0]
             for k, v in got[d].items():
                 assert row[k] == pytest.approx(v, abs=1e-9), (noise, d, k)
-            for k in ("roc_auc", "pr_auc", "top1"):
+            for k in ("roc_auc", "pr_auc", "top1", "roc_auc_within"):
                 assert [row[f"{k}_ci_low"], row[f"{k}_ci_high"]] == pytest.approx(report[d]["test"][f"{k}_ci"])
         llm = "llm_trie"
-        ranked = sorted(got, key=lambda d: -got[d]["roc_auc"])
+
+        def ranking(metric, name):
+            ranked = sorted(got, key=lambda d: -got[d][metric])
+            text = f"{name} from best to worst: " + ", ".join(
+                f"{LABELS[d]} {got[d][metric]:.3f} {ci(report[d]['test'][f'{metric}_ci'])}" for d in ranked) + "."
+            for pair, by_split in report["paired"].items():
+                a, b = pair.split(" - ")
+                if a != llm and (a, b) != ("combined", "combined_collab"):
+                    continue
+                diff, interval = got[a][metric] - got[b][metric], by_split["test"][metric]["ci"]
+                verdict = (f"{LABELS[a]} is {'higher' if diff > 0 else 'lower'}" if interval[0] > 0 or interval[1] < 0
+                           else "the study cannot tell them apart at this size")
+                what = "within-history ROC-AUC" if metric == "roc_auc_within" else "ROC-AUC"
+                text += f" {LABELS[a]} minus {LABELS[b]}, {what} {diff:+.3f} {ci(interval, sign=True)}: {verdict}."
+            return text
+
+        # the headline (within each history) first, then the pooled figure beside it
         expected = (f"On {noise} (test split, {got[llm]['users']} users, {got[llm]['noise_items']} noise items), "
-                    "ROC-AUC from best to worst: " + ", ".join(
-                        f"{LABELS[d]} {got[d]['roc_auc']:.3f} {ci(report[d]['test']['roc_auc_ci'])}" for d in ranked) + ".")
-        for pair, by_split in report["paired"].items():
-            a, b = pair.split(" - ")
-            if a != llm and (a, b) != ("combined", "combined_collab"):
-                continue
-            diff, interval = got[a]["roc_auc"] - got[b]["roc_auc"], by_split["test"]["roc_auc"]["ci"]
-            verdict = (f"{LABELS[a]} is {'higher' if diff > 0 else 'lower'}" if interval[0] > 0 or interval[1] < 0
-                       else "the study cannot tell them apart at this size")
-            expected += f" {LABELS[a]} minus {LABELS[b]}, ROC-AUC {diff:+.3f} {ci(interval, sign=True)}: {verdict}."
+                    + ranking("roc_auc_within", f"mean ROC-AUC within a history ({got[llm]['roc_auc_within_units']} "
+                              "histories holding noise and clean items; chance 0.5)")
+                    + " Pooled over all items (which also ranks by history length), " + ranking("roc_auc", "ROC-AUC"))
         assert expected in text, expected
 
     # the backbone sentences: NDCG@10 differences from the runs' JSONs, intervals from results.csv

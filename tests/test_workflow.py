@@ -88,7 +88,7 @@ def test_sweep_conditions_are_corrected_and_trained(report_run):
                for t in (0, 90)}
     assert len(changes[0]) > len(changes[90]) > 0  # a lower threshold corrects more
     sweep = pd.read_csv(top / "uniform-0.1" / "sweep.csv")
-    assert set(sweep["condition"]) == {"noisy", "llm4dsr-p0", "llm4dsr-p90"} and set(sweep["model"]) == {"sasrec"}
+    assert set(sweep["condition"]) == {"noisy", "llm4dsr-p0", "llm4dsr-p90"} and set(sweep["model"]) == {"sasrec", "mostpop"}
     assert (top / "uniform-0.1" / "backbone" / "sasrec" / "llm4dsr-p0" / "seed0.json").exists()
 
 

@@ -502,6 +502,10 @@ def _sample(df: pd.DataFrame, col: str, n: int | None, rng: np.random.Generator)
     return df[df[col].isin(rng.choice(ids, size=n, replace=False))]
 
 
+# The steps of stats.json in the order the pipeline runs them (the JSON's keys are sorted).
+STEPS = ("read", "checked", "min_rating", "max_items", "max_items_per_user", "kcore", "max_users")
+
+
 def preprocess(interactions: pd.DataFrame, items: pd.DataFrame, dataset_cfg: dict, seed: int,
                name: str = "dataset") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Checked frames (:func:`check_raw`) -> (interactions, items, trace of counts after each step)."""

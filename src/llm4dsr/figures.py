@@ -22,7 +22,10 @@ from llm4dsr import names
 from llm4dsr.names import LABELS, SPLITS, noise_rate
 from llm4dsr.units import item_table
 
-METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "top1": "top-1"}
+# roc_auc_within first: the headline, since a pooled ROC-AUC of probabilities normalised
+# over each history also ranks by history length (DESIGN.md section 9)
+METRIC_LABELS = {"roc_auc_within": "ROC-AUC within histories", "roc_auc": "ROC-AUC, pooled", "pr_auc": "PR-AUC",
+                 "top1": "top-1"}
 
 
 def label(name: str) -> str:
@@ -43,7 +46,7 @@ def injected(settings: Iterable[str]) -> list[str]:
 COLORS = {"noisy": "#222222", "clean": "#2ca02c", "llm4dsr": "#d62728", "llm4dsr_no_uncertainty": "#ff9896",
           "llm_full_title": "#d62728", "llm_first_token": "#ff7f0e", "llm_trie": "#8c564b",
           "popularity": "#1f77b4", "cooccurrence": "#9467bd", "idtransformer": "#17becf", "random": "#7f7f7f",
-          "combined": "#e377c2", "combined_collab": "#bcbd22"}
+          "combined": "#e377c2", "combined_collab": "#bcbd22", "mostpop": "#a07800"}
 _SPARE = ["#aec7e8", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#ffbb78", "#c7c7c7"]
 
 
@@ -120,7 +123,11 @@ def stats_table(stats: dict) -> pd.DataFrame:
     for key in ("mean_history_length", "mean_window_history", "density"):
         if key in stats:
             rows.append((key.replace("_", " "), f"{stats[key]:.4g}"))
-    for step, counts in part["steps"].items():
+    from llm4dsr.data import STEPS
+
+    order = {step: i for i, step in enumerate(STEPS)}  # the pipeline's order; any other step after them
+    steps = sorted(part["steps"].items(), key=lambda kv: order.get(kv[0], len(STEPS)))
+    for step, counts in steps:
         rows.append((f"after {step.replace('_', ' ')}",
                      f"{counts['users']} users, {counts['items']} items, {counts['interactions']} interactions"))
     return pd.DataFrame(rows, columns=["", "value"]).set_index("")
@@ -185,18 +192,20 @@ def chance_top1(units: pd.DataFrame, split: str = "test") -> float:
 
 
 DETECTION_COLUMNS = ["noise", "detector", *(f"{m}{x}" for m in METRIC_LABELS for x in ("", "_ci_low", "_ci_high")),
-                     "ece", "units", "users", "noise_items"]
+                     "ece", "units", "roc_auc_within_units", "users", "noise_items"]
 
 
 def detection_table(detections: dict[str, dict], detectors: list[str], split: str = "test") -> pd.DataFrame:
-    """Long table from detection.json files: noise, detector (in ``detectors`` order), ROC-AUC,
-    PR-AUC, top-1 with their interval bounds, ECE and counts (units, users, noise items)."""
+    """Long table from detection.json files: noise, detector (in ``detectors`` order), ROC-AUC
+    within histories and pooled, PR-AUC, top-1 with their interval bounds, ECE and counts
+    (units, units holding noise and clean items, users, noise items)."""
     rows = []
     for noise, report in detections.items():
         for det in (d for d in detectors if d in report):
             m = report[det].get(split, {})
             row = {"noise": noise, "detector": det, "ece": m.get("ece"), "units": m.get("units"),
-                   "users": m.get("users"), "noise_items": m.get("noise_items")}
+                   "roc_auc_within_units": m.get("roc_auc_within_units"), "users": m.get("users"),
+                   "noise_items": m.get("noise_items")}
             for k in METRIC_LABELS:
                 ci = m.get(f"{k}_ci") or [None, None]
                 row.update({k: m.get(k), f"{k}_ci_low": ci[0], f"{k}_ci_high": ci[1]})
@@ -209,7 +218,7 @@ def detection_wide(table: pd.DataFrame) -> pd.DataFrame:
     table = table.dropna(subset=["roc_auc"])
     cells = {}
     for r in table.itertuples(index=False):
-        for m in ("roc_auc", "top1"):
+        for m in ("roc_auc_within", "roc_auc", "top1"):
             ci = [getattr(r, f"{m}_ci_low"), getattr(r, f"{m}_ci_high")]
             cells[(r.detector, f"{r.noise} ({r.users} users)", metric_label(m))] = interval_text(
                 getattr(r, m), None if pd.isna(ci[0]) else ci)
@@ -222,7 +231,8 @@ def detection_wide(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def fig_detection_bars(table: pd.DataFrame, chance: dict[str, float], split: str = "test"):
-    """ROC-AUC and top-1 per detector, grouped by noise setting, with chance levels."""
+    """ROC-AUC within histories and pooled, and top-1, per detector, grouped by noise
+    setting, with chance levels."""
     import matplotlib.pyplot as plt
 
     table = table.dropna(subset=["roc_auc"])
@@ -230,16 +240,16 @@ def fig_detection_bars(table: pd.DataFrame, chance: dict[str, float], split: str
         return None
     noises, dets = list(dict.fromkeys(table["noise"])), list(dict.fromkeys(table["detector"]))
     users = table.groupby("noise")["users"].max()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     width = 0.8 / len(dets)
-    for ax, metric in zip(axes, ("roc_auc", "top1")):
+    for ax, metric in zip(axes, ("roc_auc_within", "roc_auc", "top1")):
         for k, d in enumerate(dets):
             part = table[table["detector"] == d].set_index("noise").reindex(noises)
             ax.bar(np.arange(len(noises)) + (k - (len(dets) - 1) / 2) * width, part[metric].astype(float), width,
                    yerr=_yerr(part[metric], part[f"{metric}_ci_low"], part[f"{metric}_ci_high"]),
                    error_kw={"lw": 0.8, "capsize": 1.5}, color=color(d), label=label(d))
         for i, n in enumerate(noises):
-            level = 0.5 if metric == "roc_auc" else chance.get(n, np.nan)
+            level = 0.5 if metric.startswith("roc_auc") else chance.get(n, np.nan)
             ax.hlines(level, i - 0.45, i + 0.45, colors="k", linestyles=":", label="chance" if i == 0 else None)
         ax.set(xticks=range(len(noises)), xticklabels=[f"{n}\n({users.get(n, 0):.0f} users)" for n in noises],
                xlabel="noise setting (model-rate)", ylabel=f"{metric_label(metric)} ({split} split, 0-1)",
@@ -292,49 +302,101 @@ def fig_reliability(detections: dict[str, dict], detectors: list[str]):
 
 
 def detection_summary(report: dict, noise: str, llm: str, split: str = "test") -> str:
-    """Sentences on ``noise`` from its detection.json: each detector's ROC-AUC with its
-    interval, and each paired difference of the LLM score and of the LLM's contribution
-    to the combination, called a finding only when its interval excludes 0."""
+    """Sentences on ``noise`` from its detection.json, headline first: each detector's mean
+    ROC-AUC within histories, then pooled over all items, with their intervals; after each,
+    the paired differences of the LLM score and of the LLM's contribution to the
+    combination, called a finding only when the interval excludes 0."""
     part = {d: m[split] for d, m in report.items() if d != "paired" and m.get(split, {}).get("roc_auc") is not None}
     if llm not in part:
         return f"No {label(llm)} scores with injected noise on {noise}."
     users = part[llm]["users"]
+    text = f"On {noise} ({split} split, {users} users, {part[llm]['noise_items']} noise items),"
+    within = {d: m for d, m in part.items() if m.get("roc_auc_within") is not None}
+    if llm in within:
+        ranked = sorted(within, key=lambda d: -within[d]["roc_auc_within"])
+        text += (f" mean ROC-AUC within a history ({within[llm]['roc_auc_within_units']} histories holding noise and "
+                 "clean items; chance 0.5) from best to worst: " + ", ".join(
+                     f"{label(d)} {interval_text(within[d]['roc_auc_within'], within[d]['roc_auc_within_ci'])}"
+                     for d in ranked) + "." + _paired_sentences(report, llm, split, "roc_auc_within",
+                                                                 "within-history ROC-AUC")
+                 + " Pooled over all items (which also ranks by history length),")
     ranked = sorted(part, key=lambda d: -part[d]["roc_auc"])
-    text = (f"On {noise} ({split} split, {users} users, {part[llm]['noise_items']} noise items), ROC-AUC from "
-            "best to worst: " + ", ".join(f"{label(d)} {interval_text(part[d]['roc_auc'], part[d]['roc_auc_ci'])}"
-                                          for d in ranked) + ".")
+    text += (" ROC-AUC from best to worst: " + ", ".join(
+        f"{label(d)} {interval_text(part[d]['roc_auc'], part[d]['roc_auc_ci'])}" for d in ranked) + ".")
+    return text + _paired_sentences(report, llm, split, "roc_auc", "ROC-AUC")
+
+
+def _paired_sentences(report: dict, llm: str, split: str, metric: str, name: str) -> str:
+    text = ""
     for pair, by_split in report.get("paired", {}).items():
         a, b = pair.split(" - ")
         if a != llm and (a, b) != ("combined", "combined_collab"):
             continue
-        d = by_split.get(split, {}).get("roc_auc", {})
+        d = by_split.get(split, {}).get(metric, {})
         if d.get("diff") is None:
             continue
         diff = interval_text(d["diff"], d["ci"], sign=True)
         verdict = (f"{label(a)} is {'higher' if d['diff'] > 0 else 'lower'}" if excludes_zero(d["ci"])
                    else "the study cannot tell them apart at this size")
-        text += f" {label(a)} minus {label(b)}, ROC-AUC {diff}: {verdict}."
+        text += f" {label(a)} minus {label(b)}, {name} {diff}: {verdict}."
     return text
 
 
 # backbones
 
-def results_display(results: pd.DataFrame, metrics: Iterable[str] = ("ndcg@10", "hr@10")) -> pd.DataFrame:
-    """results.csv as model x condition: "mean [interval]" per metric, and each condition
-    minus noisy on the first metric (bold when its interval excludes 0)."""
+def results_display(results: pd.DataFrame, metrics: Iterable[str] = ("ndcg@10", "hr@10")):
+    """results.csv as model x condition: "mean [interval]" per metric, and on the first
+    metric each condition minus noisy and each backbone minus the same condition's
+    most-popular list; a difference whose interval excludes 0 in bold. A pandas Styler:
+    the bold is CSS, so it renders in the HTML table (Markdown ``**`` would print as is)."""
     out = results[["model", "condition", "seeds"]].copy()
     for m in metrics:
         out[m.upper()] = [interval_text(r[f"{m}_mean"], [r[f"{m}_ci_low"], r[f"{m}_ci_high"]], 4)
                           for _, r in results.iterrows()]
+    bold = pd.DataFrame(False, index=out.index, columns=out.columns)
     m = list(metrics)[0]
-    if f"{m}_diff_noisy" in results:
-        cells = []
+    for key, title in ((f"{m}_diff_noisy", f"{m.upper()} minus noisy"), (f"{m}_diff_mostpop", f"{m.upper()} minus mostpop")):
+        if key not in results:
+            continue
+        cells, marks = [], []
         for _, r in results.iterrows():
-            ci = [r.get(f"{m}_diff_noisy_ci_low"), r.get(f"{m}_diff_noisy_ci_high")]
-            cell = "" if pd.isna(r.get(f"{m}_diff_noisy")) else interval_text(r[f"{m}_diff_noisy"], ci, 4, sign=True)
-            cells.append(f"**{cell}**" if cell and excludes_zero(ci) else cell)
-        out[f"{m.upper()} minus noisy"] = cells
-    return out.set_index(["model", "condition"])
+            ci = [r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")]
+            cells.append("" if pd.isna(r.get(key)) else interval_text(r[key], ci, 4, sign=True))
+            marks.append(bool(cells[-1]) and excludes_zero(ci))
+        out[title], bold[title] = cells, marks
+    out, bold = (df.set_index([results["model"], results["condition"]]).drop(columns=["model", "condition"])
+                 for df in (out, bold))
+    css = pd.DataFrame(np.where(bold.to_numpy(dtype=bool), "font-weight: bold", ""), index=out.index, columns=out.columns)
+    return out.style.apply(lambda _: css, axis=None)
+
+
+def reference_summary(df: pd.DataFrame, noise: str, n_items: int | None, metric: str = "ndcg@10") -> str:
+    """The reference levels of a results table (DESIGN.md section 9): the random ranking's
+    expected metric, the most-popular list's, and whether each backbone beats it on the
+    same condition (noisy and clean), with the paired interval."""
+    from llm4dsr.backbones.reference import random_level
+
+    parts = []
+    if n_items:
+        parts.append(f"a random ranking of the {n_items} items scores {metric.upper()} "
+                     f"{random_level(n_items, [metric])[metric]:.4f}")
+    pop = df[df["model"] == "mostpop"].set_index("condition")
+    for c in (c for c in ("noisy", "clean") if c in pop.index):
+        r = pop.loc[c]
+        parts.append(f"the most-popular list of {c} data {interval_text(r[f'{metric}_mean'], [r[f'{metric}_ci_low'], r[f'{metric}_ci_high']], 4)}")
+    text = f"Reference levels on {noise}: " + "; ".join(parts) + "." if parts else ""
+    key = f"{metric}_diff_mostpop"
+    if key in df:
+        for c in (c for c in ("noisy", "clean") if c in pop.index):
+            rows = df[(df["condition"] == c) & df[key].notna()]
+            found = []
+            for _, r in rows.iterrows():
+                ci = [r[f"{key}_ci_low"], r[f"{key}_ci_high"]]
+                verdict = ("beats it" if ci[0] > 0 else "is below it") if excludes_zero(ci) else "cannot be told apart"
+                found.append(f"{r['model']} {interval_text(r[key], ci, 4, sign=True)} ({verdict})")
+            if found:
+                text += f" Minus the most-popular list, on {c}: " + "; ".join(found) + "."
+    return text
 
 
 def _bounds(df: pd.DataFrame, metric: str):
@@ -371,7 +433,7 @@ def results_summary(df: pd.DataFrame, noise: str, metric: str = "ndcg@10") -> st
     """Sentences per backbone: each correction minus noisy and clean minus llm4dsr, with
     their paired intervals; a difference is a finding only when its interval excludes 0."""
     lines = []
-    for model, g in df.groupby("model", sort=False):
+    for model, g in df[df["model"] != "mostpop"].groupby("model", sort=False):  # the reference: reference_summary
         g = g.set_index("condition")
         if "noisy" not in g.index or f"{metric}_diff_noisy" not in g:
             continue
@@ -395,8 +457,9 @@ def results_summary(df: pd.DataFrame, noise: str, metric: str = "ndcg@10") -> st
 
 
 def sweep_points(sweep: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
-    """model, threshold, mean, low, high of the llm4dsr-p{T} conditions of a sweep table."""
-    part = sweep[sweep["condition"].str.fullmatch(names.SWEEP_CONDITION)].copy()
+    """model, threshold, mean, low, high of the llm4dsr-p{T} conditions of a sweep table's
+    backbones (its mostpop rows are the reference, drawn as a band)."""
+    part = sweep[sweep["condition"].str.fullmatch(names.SWEEP_CONDITION) & (sweep["model"] != "mostpop")].copy()
     part["threshold"] = part["condition"].str.slice(len("llm4dsr-p")).astype(float)
     return part.rename(columns={f"{metric}_mean": "mean", f"{metric}_ci_low": "low", f"{metric}_ci_high": "high"})[
         ["model", "threshold", "mean", "low", "high"]].sort_values(["model", "threshold"])
@@ -420,6 +483,11 @@ def fig_threshold(sweep: pd.DataFrame | None, results: pd.DataFrame | None, nois
         ax.errorbar(p["threshold"], p["mean"], yerr=_yerr(p["mean"], p["low"], p["high"]), marker="o", capsize=3,
                     color=color("llm4dsr"), label="llm4dsr, threshold swept")
         ref = results[results["model"] == model].set_index("condition") if results is not None else None
+        pop = results[results["model"] == "mostpop"].set_index("condition") if results is not None else None
+        if pop is not None and "noisy" in pop.index:  # the reference the backbone must beat
+            mean, lo, hi = (pop.at["noisy", c] for c in (f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"))
+            ax.axhline(mean, color=color("mostpop"), ls=":", lw=1, label="most-popular list (noisy data)")
+            ax.axhspan(lo, hi, color=color("mostpop"), alpha=0.08)
         for cond in ("noisy", "clean", "llm4dsr"):
             if ref is not None and cond in ref.index:
                 name = cond if cond != "llm4dsr" or not default else \

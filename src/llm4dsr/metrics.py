@@ -65,9 +65,10 @@ def paired_comparisons(detectors: list[str]) -> list[tuple[str, str]]:
 
 def detection_report(units: pd.DataFrame, scores: dict[str, pd.DataFrame], threshold: dict,
                      intervals_cfg: dict, seed: int) -> dict:
-    """Per detector and split: ROC-AUC, PR-AUC, top-1 with their intervals (users
-    resampled), precision/recall at the correction threshold (``config.correct.threshold``)
-    and a calibration table; and, under ``paired``, the difference of each pair of
+    """Per detector and split: ROC-AUC (pooled over the split's items, and the mean of each
+    unit's own, ``roc_auc_within``), PR-AUC, top-1 with their intervals (users resampled),
+    precision/recall at the correction threshold (``config.correct.threshold``) and a
+    calibration table; and, under ``paired``, the difference of each pair of
     :func:`paired_comparisons` with its paired interval."""
     from llm4dsr.scores import split_thresholds, threshold_column
     from llm4dsr.units import item_table
@@ -117,20 +118,28 @@ def detection_report(units: pd.DataFrame, scores: dict[str, pd.DataFrame], thres
     return report
 
 
+REPLICATED = ("roc_auc", "pr_auc", "top1", "roc_auc_within")  # the metrics with an interval
+
+
 def _replicates(items: pd.DataFrame, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Bootstrap replicates of ROC-AUC, PR-AUC and top-1 of ``items`` (item_table rows,
-    sorted by unit and idx) under ``weights`` [B, rows] (users resampled)."""
+    """Bootstrap replicates of ROC-AUC, PR-AUC, top-1 and within-unit ROC-AUC of ``items``
+    (item_table rows, sorted by unit and idx) under ``weights`` [B, rows] (users resampled)."""
     if items.empty:
-        return {m: np.full(len(weights), np.nan) for m in ("roc_auc", "pr_auc", "top1")}
+        return {m: np.full(len(weights), np.nan) for m in REPLICATED}
     y, p = items["noise"].to_numpy(), items["prob"].to_numpy()
     hits = _unit_hits(items)
     first_row = np.flatnonzero(np.r_[True, items["unit"].to_numpy()[1:] != items["unit"].to_numpy()[:-1]])
     unit_weights = weights[:, first_row]  # a unit's items share its user's weight
     has_noise = items["unit"].iloc[first_row].isin(hits.index).to_numpy()
     hit = items["unit"].iloc[first_row].map(hits).to_numpy(dtype=float)
+    # a unit's ROC-AUC is fixed by its own items; a replicate only reweights the units
+    # by their user's multiplicity, so the interval resamples users, not units
+    within = items["unit"].iloc[first_row].map(unit_roc_auc(items)).to_numpy(dtype=float)
+    mixed = np.isfinite(within)
     return {"roc_auc": intervals.roc_auc(y, p, weights),
             "pr_auc": intervals.average_precision(y, p, weights),
-            "top1": intervals.weighted_mean(hit[has_noise], unit_weights[:, has_noise])}
+            "top1": intervals.weighted_mean(hit[has_noise], unit_weights[:, has_noise]),
+            "roc_auc_within": intervals.weighted_mean(within[mixed], unit_weights[:, mixed])}
 
 
 def run_detection(units_path, score_paths: list, detectors: list[str], threshold: dict, intervals_cfg: dict,
@@ -159,11 +168,34 @@ def detection_metrics(items: pd.DataFrame, threshold: float | None, column: str 
     out = {"units": int(items["unit"].nunique()), "items": len(y), "noise_items": int(y.sum()),
            "roc_auc": float(roc_auc_score(y, p)) if both else None,
            "pr_auc": float(average_precision_score(y, p)) if both else None,
-           **_top1(items), "threshold": threshold, **_at_threshold(y, items[column].to_numpy(), threshold),
+           **_within(items), **_top1(items), "threshold": threshold, **_at_threshold(y, items[column].to_numpy(), threshold),
            "calibration": _calibration(y, p)}
     out["ece"] = (sum(b["count"] * abs(b["mean_prob"] - b["noise_rate"]) for b in out["calibration"] if b["count"])
                   / len(y)) if len(y) else None
     return out
+
+
+def unit_roc_auc(items: pd.DataFrame) -> pd.Series:
+    """ROC-AUC of each unit holding both noise and clean items, over its own items (ties
+    count one half), indexed by unit. Within one history the detector only has to say
+    which item is noise; a pooled ROC-AUC also compares items across histories, so a
+    probability normalised over the unit (1/n for an item of an n-item history) ranks
+    by history length as much as by suspicion (DESIGN.md section 9)."""
+    unit, y = items["unit"].to_numpy(), items["noise"].to_numpy(dtype=float)
+    rank = items.groupby("unit")["prob"].rank(method="average").to_numpy()  # average ranks: ties count one half
+    g = pd.DataFrame({"unit": unit, "y": y, "ry": rank * y}).groupby("unit")
+    pos, n, rank_sum = g["y"].sum(), g.size(), g["ry"].sum()
+    neg = n - pos
+    mixed = (pos > 0) & (neg > 0)
+    # Mann-Whitney: the pairs a noise item wins = its rank sum less the pairs among noise items
+    return ((rank_sum - pos * (pos + 1) / 2) / (pos * neg))[mixed]
+
+
+def _within(items: pd.DataFrame) -> dict:
+    """Mean over units holding noise and clean items of each unit's ROC-AUC (unweighted: each
+    history counts once, whatever its length), and how many units it averages."""
+    auc = unit_roc_auc(items)
+    return {"roc_auc_within": float(auc.mean()) if len(auc) else None, "roc_auc_within_units": len(auc)}
 
 
 def _unit_hits(items: pd.DataFrame) -> pd.Series:

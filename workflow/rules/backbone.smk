@@ -2,7 +2,8 @@
 # (model selection on valid only, one final test evaluation; every seed in one job),
 # and the results table of each noise setting (means with intervals, paired
 # differences against `noisy` and `clean`; the denoisers' own recommenders, from rule
-# denoise, join it as models of their own).
+# denoise, join it as models of their own; a most-popular list of each condition's train
+# windows as model `mostpop`, the reference every backbone must beat).
 # With backbone.test_selection_diagnostic, also the diagnostic table of what selecting
 # on test (the reference code's flaw) would have added: never a result.
 
@@ -73,6 +74,7 @@ rule backbone_table:
     log:
         "logs/backbone_table/{dataset}/{noise}.log",
     params:
+        conditions=config["backbone"]["conditions"],  # of input.windows, in order: the mostpop rows
         intervals=config["intervals"],
         seed=config["seed"],
     threads: 1

@@ -151,12 +151,16 @@ def llm_files(wildcards):
 
 
 # backbones (backbone.smk) ---------------------------------------------------------------
-def condition_windows(wildcards):
+def windows_of(dataset, noise, condition):
     """The windows a condition trains and is tested on."""
-    base = f"results/{wildcards.dataset}/{wildcards.noise}"
-    if wildcards.condition == "noisy":
+    base = f"results/{dataset}/{noise}"
+    if condition == "noisy":
         return f"{base}/windows.parquet"
-    return f"{base}/correct/{wildcards.condition}/windows.parquet"  # clean: rule clean_windows
+    return f"{base}/correct/{condition}/windows.parquet"  # clean: rule clean_windows
+
+
+def condition_windows(wildcards):
+    return windows_of(wildcards.dataset, wildcards.noise, wildcards.condition)
 
 
 def _runs(wildcards, models, conditions):
@@ -167,12 +171,19 @@ def _runs(wildcards, models, conditions):
     return {"runs": runs, "ranks": [r.replace(".json", ".ranks.parquet") for r in runs]}
 
 
+def _reference(wildcards, conditions):
+    """What a results table's most-popular rows read: each condition's windows, the catalogue."""
+    return {"windows": [windows_of(wildcards.dataset, wildcards.noise, c) for c in conditions],
+            "catalogue": f"results/{wildcards.dataset}/data/items.parquet"}
+
+
 def backbone_results(wildcards):
     """Every backbone run of a noise setting, and each denoiser's own recommender (one
-    run, seed `seed`, written by rule denoise)."""
+    run, seed `seed`, written by rule denoise); the conditions' windows for `mostpop`."""
     runs = _runs(wildcards, config["backbone"]["models"], config["backbone"]["conditions"])
     own = [f"results/{wildcards.dataset}/{wildcards.noise}/denoise/{d}.json" for d in config["denoise"]["methods"]]
-    return {"runs": runs["runs"] + own, "ranks": runs["ranks"] + [r.replace(".json", ".ranks.parquet") for r in own]}
+    return {"runs": runs["runs"] + own, "ranks": runs["ranks"] + [r.replace(".json", ".ranks.parquet") for r in own],
+            **_reference(wildcards, config["backbone"]["conditions"])}
 
 
 def backbone_tables():
@@ -187,6 +198,7 @@ def backbone_tables():
 # report and correction-threshold sweep (report.smk) ------------------------------------
 SWEEP_CONDITIONS = [names.sweep_condition(t) for t in REPORT["threshold_sweep"]]  # rule correct_sweep
 BACKBONE_CONDITIONS = names.pattern(config["backbone"]["conditions"] + SWEEP_CONDITIONS)
+SWEEP_TABLE = ["noisy", *SWEEP_CONDITIONS]  # the sweep table's conditions
 
 
 def sweep_correct(wildcards):
@@ -199,7 +211,7 @@ def sweep_correct(wildcards):
 
 def sweep_results(wildcards):
     """The sweep's backbone runs, with `noisy` as the table's reference."""
-    return _runs(wildcards, REPORT["sweep_models"], ["noisy", *SWEEP_CONDITIONS])
+    return {**_runs(wildcards, REPORT["sweep_models"], SWEEP_TABLE), **_reference(wildcards, SWEEP_TABLE)}
 
 
 def report_files(wildcards):

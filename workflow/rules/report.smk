@@ -34,6 +34,10 @@ use rule backbone_table as sweep_table with:
         md="results/{dataset}/{noise}/sweep.md",
     log:
         "logs/sweep_table/{dataset}/{noise}.log",
+    params:
+        conditions=SWEEP_TABLE,
+        intervals=config["intervals"],
+        seed=config["seed"],
 
 
 rule report:

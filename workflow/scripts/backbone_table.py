@@ -4,4 +4,5 @@ from llm4dsr.backbones import results
 
 with logs.rule_log(snakemake.log[0]):
     results.aggregate(snakemake.input.runs, snakemake.output.csv, snakemake.output.md, snakemake.params.intervals,
-                      snakemake.params.seed)
+                      snakemake.params.seed, windows=dict(zip(snakemake.params.conditions, snakemake.input.windows)),
+                      catalogue=snakemake.input.catalogue)

@@ -8,22 +8,28 @@ a model share their test windows and seeds, so a difference between two conditio
 a paired interval, drawn with the same replicates: each condition minus ``noisy`` (what
 the correction does) and ``clean`` minus each condition (what remains of the noise).
 A difference is a finding only when its interval excludes 0; the Markdown marks those.
+
+Given each condition's windows, the table also holds its reference levels (DESIGN.md
+section 9): a most-popular list built from the condition's train windows (``model`` =
+``mostpop``, llm4dsr.backbones.reference), with each backbone minus it on the same test
+windows (``{metric}_diff_mostpop``), and the random ranking's level in the Markdown.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from .. import intervals
-from ..io import Llm4dsrError, atomic_path, read_json, read_parquet, write_text
+from ..io import Llm4dsrError, atomic_path, read_catalogue, read_json, read_parquet, write_text
 from ..noise import rng_for
+from . import reference
 from .trainer import ranks_path
 
-BASELINE, ORACLE = "noisy", "clean"
+BASELINE, ORACLE, MOSTPOP = "noisy", "clean", reference.MODEL
 SHOWN = ("ndcg@10", "hr@10")  # the paired differences the Markdown table shows
 
 
@@ -54,21 +60,56 @@ def _read_runs(json_paths: Iterable[str | Path], csv_path) -> pd.DataFrame:
 
 
 def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path, intervals_cfg: dict,
-              seed: int) -> pd.DataFrame:
+              seed: int, windows: Mapping[str, str | Path] | None = None,
+              catalogue: str | Path | None = None) -> pd.DataFrame:
     """results.csv / results.md of one noise setting (docs/outputs.md).
 
-    Rows keep the order in which (model, condition) first appear in ``json_paths``.
+    Rows keep the order in which (model, condition) first appear in ``json_paths``. With
+    ``windows`` (condition -> its windows.parquet) and ``catalogue`` (items.parquet: the
+    items ranked), ``mostpop`` rows follow, one per condition of ``windows``, and each
+    backbone row of such a condition gets its difference to them.
     """
     df = _read_runs(json_paths, csv_path)
     metrics = sorted((c for c in df.columns if "@" in c), key=lambda c: (c.split("@")[0], int(c.split("@")[1])))
+    n_items = None
+    pop: dict[str, tuple[pd.DataFrame, dict]] = {}
+    if windows:
+        if catalogue is None:
+            raise Llm4dsrError(f"{csv_path}: the most-popular reference needs the catalogue (items.parquet)")
+        n_items = read_catalogue(catalogue).n_items
+        pop = {c: reference.mostpop(read_parquet(p, ["window", "user", "split", "target"]), n_items, metrics)
+               for c, p in windows.items()}
     rows = []
     for model, runs in df.groupby("model", sort=False):
-        rows += _model_rows(model, runs, metrics, intervals_cfg, seed, csv_path)
+        seeds, test, values = _run_values(model, runs, metrics, csv_path)
+        extra = {c: {"best_epoch_mean": float(g["best_epoch"].mean()), "train_seconds_mean": float(g["train_seconds"].mean())}
+                 for c, g in runs.groupby("condition", sort=False)}
+        rows += _rows(model, len(seeds), test, values, metrics, extra, intervals_cfg, seed,
+                      _aligned(pop, test, windows, csv_path))
+    if pop:
+        test = next(iter(pop.values()))[0]
+        for c, (t, _) in pop.items():
+            if not np.array_equal(t["window"].to_numpy(), test["window"].to_numpy()):
+                raise Llm4dsrError(f"{windows[c]}: its test windows differ from those of {next(iter(windows.values()))}")
+        values = {c: {m: v[None, :] for m, v in per.items()} for c, (_, per) in pop.items()}  # one "seed"
+        rows += _rows(MOSTPOP, 1, test, values, metrics, {}, intervals_cfg, seed, None)
     table = pd.DataFrame(rows)
     with atomic_path(csv_path) as tmp:
         table.round(6).to_csv(tmp, index=False)
-    write_text(_markdown(table, metrics, intervals_cfg["level"]), md_path)
+    write_text(_markdown(table, metrics, intervals_cfg["level"], n_items), md_path)
     return table
+
+
+def _aligned(pop: dict, test: pd.DataFrame, windows, csv_path) -> dict[str, dict[str, np.ndarray]]:
+    """condition -> metric -> the most-popular list's per-window values, on the windows
+    (in the order) of a model's runs."""
+    out = {}
+    for c, (t, per) in pop.items():
+        if not np.array_equal(t["window"].to_numpy(), test["window"].to_numpy()):
+            raise Llm4dsrError(f"{windows[c]}: its test windows differ from those the backbone runs of {csv_path} "
+                               "were tested on")
+        out[c] = per
+    return out
 
 
 def selection_gap(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path) -> pd.DataFrame:
@@ -120,13 +161,13 @@ def selection_gap(json_paths: Iterable[str | Path], csv_path: str | Path, md_pat
     return table
 
 
-def _model_rows(model: str, runs: pd.DataFrame, metrics: list[str], intervals_cfg: dict, seed: int,
-                csv_path) -> list[dict]:
-    """One row per condition of ``model``: means, intervals and paired differences."""
+def _run_values(model: str, runs: pd.DataFrame, metrics: list[str], csv_path
+                ) -> tuple[list, pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """(seeds, test windows: window, user; condition -> metric -> [seeds, windows]) of ``model``'s runs."""
     seeds = sorted(runs["seed"].unique())
     conditions = list(dict.fromkeys(runs["condition"]))
     first = runs.iloc[0]["ranks"]
-    windows, users = first["window"].to_numpy(), first["user"].to_numpy()
+    windows = first["window"].to_numpy()
     values: dict[str, dict[str, np.ndarray]] = {}  # condition -> metric -> [seeds, windows]
     for condition in conditions:
         part = runs[runs["condition"] == condition].set_index("seed")
@@ -137,35 +178,44 @@ def _model_rows(model: str, runs: pd.DataFrame, metrics: list[str], intervals_cf
                 raise Llm4dsrError(f"{part.at[s, 'path']}: its test windows differ from those of the other runs")
         r = np.stack([part.at[s, "ranks"]["rank"].to_numpy(dtype=float) for s in seeds])
         values[condition] = {m: per_window(r, m) for m in metrics}
+    return seeds, first[["window", "user"]], values
 
+
+def _rows(model: str, n_seeds: int, test: pd.DataFrame, values: dict[str, dict[str, np.ndarray]], metrics: list[str],
+          extra: dict, intervals_cfg: dict, seed: int, mostpop: dict[str, dict[str, np.ndarray]] | None) -> list[dict]:
+    """One row per condition of ``model``: means, intervals and paired differences (against
+    ``noisy``, ``clean`` and, with ``mostpop``, the same condition's most-popular list)."""
+    users = test["user"].to_numpy()
     resamples, level = intervals_cfg["resamples"], intervals_cfg["level"]
     window_w = intervals.user_weights(users, resamples, seed, f"backbone-{model}")
-    counts = rng_for(seed, f"backbone-seeds-{model}").multinomial(len(seeds), np.full(len(seeds), 1 / len(seeds)),
+    counts = rng_for(seed, f"backbone-seeds-{model}").multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds),
                                                                   size=resamples).astype(float)
 
     def replicates(v: np.ndarray) -> np.ndarray:  # [seeds, windows] -> [resamples]
-        return ((counts @ v) * window_w).sum(axis=1) / (len(seeds) * window_w.sum(axis=1))
+        return ((counts @ v) * window_w).sum(axis=1) / (n_seeds * window_w.sum(axis=1))
+
+    def difference(row: dict, name: str, a: np.ndarray, b: np.ndarray) -> None:
+        row[name] = float(a.mean() - b.mean())
+        row[f"{name}_ci_low"], row[f"{name}_ci_high"] = intervals.interval(replicates(a - b), level)
 
     out = []
-    for condition in conditions:
-        part = runs[runs["condition"] == condition]
-        row = {"model": model, "condition": condition, "seeds": len(seeds), "n_test": len(windows),
+    for condition in values:
+        row = {"model": model, "condition": condition, "seeds": n_seeds, "n_test": len(test),
                "test_users": int(len(np.unique(users)))}
         for m in metrics:
             v = values[condition][m]
             row[f"{m}_mean"] = float(v.mean())
-            row[f"{m}_std"] = float(v.mean(axis=1).std(ddof=1)) if len(seeds) > 1 else math.nan
+            row[f"{m}_std"] = float(v.mean(axis=1).std(ddof=1)) if n_seeds > 1 else math.nan
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = intervals.interval(replicates(v), level)
             for name, a, b in ((f"{m}_diff_{BASELINE}", condition, BASELINE), (f"{m}_gap_{ORACLE}", ORACLE, condition)):
                 if a in values and b in values and a != b:
-                    row[name] = float(values[a][m].mean() - values[b][m].mean())
-                    row[f"{name}_ci_low"], row[f"{name}_ci_high"] = intervals.interval(
-                        replicates(values[a][m] - values[b][m]), level)
+                    difference(row, name, values[a][m], values[b][m])
+            if mostpop and condition in mostpop:  # the same windows and seeds: the list has no seed
+                difference(row, f"{m}_diff_{MOSTPOP}", v, mostpop[condition][m][None, :])
             if BASELINE in values:
                 base = values[BASELINE][m].mean()
                 row[f"{m}_gain_pct"] = 100 * (row[f"{m}_mean"] / base - 1) if base else math.nan
-        row["best_epoch_mean"] = float(part["best_epoch"].mean())
-        row["train_seconds_mean"] = float(part["train_seconds"].mean())
+        row.update(extra.get(condition, {"best_epoch_mean": math.nan, "train_seconds_mean": math.nan}))
         out.append(row)
     return out
 
@@ -183,7 +233,7 @@ def _diff_cell(row: pd.Series, name: str) -> str:
     return f"**{cell}**" if excludes_zero(row, name) else cell
 
 
-def _markdown(table: pd.DataFrame, metrics: list[str], level: float) -> str:
+def _markdown(table: pd.DataFrame, metrics: list[str], level: float, n_items: int | None = None) -> str:
     pct = f"{100 * level:g}%"
     users = ", ".join(f"{m}: {n} test windows, {u} users" for m, n, u in
                       table.groupby("model", sort=False)[["n_test", "test_users"]].first().itertuples())
@@ -197,6 +247,7 @@ def _markdown(table: pd.DataFrame, metrics: list[str], level: float) -> str:
     shown = [m for m in SHOWN if m in metrics] or metrics[:1]
     cols = [(f"{m}_diff_{BASELINE}", f"{m.upper()} minus {BASELINE}") for m in shown]
     cols += [(f"{m}_gap_{ORACLE}", f"{ORACLE} minus it, {m.upper()}") for m in shown]
+    cols += [(f"{m}_diff_{MOSTPOP}", f"minus {MOSTPOP}, {m.upper()}") for m in shown]
     cols = [(c, title) for c, title in cols if c in table]
     if cols:
         lines += ["", f"Paired differences on the same test windows and seeds [{pct} interval]. **Bold**: the "
@@ -204,4 +255,14 @@ def _markdown(table: pd.DataFrame, metrics: list[str], level: float) -> str:
                   "", "| model | condition | " + " | ".join(t for _, t in cols) + " |", "|" + "---|" * (len(cols) + 2)]
         for _, r in table.iterrows():
             lines.append(f"| {r['model']} | {r['condition']} | " + " | ".join(_diff_cell(r, c) for c, _ in cols) + " |")
+    if n_items:
+        lines += ["", reference_text(n_items, shown)]
     return "\n".join(lines) + "\n"
+
+
+def reference_text(n_items: int, metrics: Iterable[str]) -> str:
+    """The reference levels of a results table, in one sentence."""
+    level = reference.random_level(n_items, metrics)
+    return (f"Reference levels: `{MOSTPOP}` ranks the items by how often they are the target of the condition's "
+            f"train windows (ties in a random order, its expected metric); a random ranking of the {n_items} items "
+            "scores " + ", ".join(f"{m.upper()} {v:.4f}" for m, v in level.items()) + ".")
