@@ -56,7 +56,8 @@ def snakemake_tiny(wd: Path, *args: str, timeout: int = 1800) -> subprocess.Comp
     return out
 
 
-RUN_INPUTS = ["Snakefile", "workflow", "src", "notebooks", ".test", "tests/tiny_llm.py"]  # what a tiny run reads
+# what a local tiny run reads (not the profiles: it names none)
+RUN_INPUTS = ["Snakefile", "workflow", ":(exclude)workflow/profiles", "src", "notebooks", ".test", "tests/tiny_llm.py"]
 
 
 def tree_stamp(gguf: Path) -> str:
