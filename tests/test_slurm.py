@@ -39,7 +39,10 @@ def cluster():
         pytest.skip("no SLURM here and no apt-get to install it")
     was_up = subprocess.run([SCRIPT, "status"], capture_output=True).returncode == 0
     out = subprocess.run([SCRIPT, "start"], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout + out.stderr
+    if out.returncode != 0:
+        if not was_up:  # no daemon left behind by a start that failed half-way
+            subprocess.run([SCRIPT, "stop"], capture_output=True, timeout=120)
+        pytest.fail(out.stdout + out.stderr)
     yield
     if not was_up:
         subprocess.run([SCRIPT, "stop"], check=True, timeout=120)
