@@ -10,7 +10,6 @@ This is the regression net for the rules' wiring; the numbers are checked elsewh
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,10 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / ".test" / "config.yaml"
 DOCS = ROOT / "docs" / "outputs.md"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
 METRICS = [f"{m}@{k}" for m in ("hr", "ndcg") for k in (5, 10, 20)]  # backbone.ks: the schema's default
@@ -149,18 +146,9 @@ def test_the_checker_follows_docs_outputs_md():
 
 
 @pytest.fixture(scope="module")
-def run(tiny, tmp_path_factory):
-    """The tiny configuration run to the end, in a fresh folder (the tiny model linked in
-    where the config expects it)."""
-    wd = tmp_path_factory.mktemp("e2e")
-    (wd / "config.yaml").write_text(CONFIG.read_text())
-    model = wd / yaml.safe_load(CONFIG.read_text())["llm"]["base_model"]
-    model.parent.mkdir(parents=True)
-    os.symlink(tiny.gguf_path, model)
-    out = subprocess.run([*SNAKEMAKE, "-d", str(wd), "--cores", "2", "--show-failed-logs"], capture_output=True,
-                         text=True, timeout=1800)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-6000:]
-    return wd
+def run(tiny_run):
+    """The tiny configuration run to the end, in a fresh folder (conftest.py: tiny_run)."""
+    return tiny_run
 
 
 def test_the_chain_runs_to_the_report_and_is_complete(run):

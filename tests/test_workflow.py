@@ -38,13 +38,18 @@ def job_resources(dry_run: str) -> dict[str, list[str]]:
     return found
 
 
-def test_slurm_dry_run_places_gpu_jobs(tmp_path):
-    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())  # fresh: every job listed
+@pytest.mark.parametrize("gpus", [1, 0])
+def test_slurm_dry_run_places_gpu_jobs(tmp_path, gpus):
+    """The profile asks for llm.gpus GPUs for the LLM jobs (paper.yaml: 1; 0 on a cluster
+    without GPUs, as tests/test_slurm.py runs it) and none for the others."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["llm"]["gpus"] = gpus
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))  # fresh: every job listed
     out = snakemake(tmp_path, "--profile", str(ROOT / "workflow" / "profiles" / "slurm"), "-n")
     assert "Using profile" in out and "profiles/slurm" in out
     res = job_resources(out)
     for rule in ("finetune", "score", "score_selfsup"):
-        assert res[rule] and all("gpu=1" in r and "runtime=" in r and "mem_mb=" in r for r in res[rule]), rule
+        assert res[rule] and all(f"gpu={gpus}" in r and "runtime=" in r and "mem_mb=" in r for r in res[rule]), rule
     for rule in ("backbone", "correct", "correct_sweep", "report", "data"):
         assert res[rule] and not any("gpu=1" in r for r in res[rule]), rule
     assert all("mem_mb=" in r and "runtime=" in r for rs in res.values() for r in rs)
