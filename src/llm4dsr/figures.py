@@ -347,8 +347,13 @@ def _paired_sentences(report: dict, llm: str, split: str, metric: str, name: str
 def results_display(results: pd.DataFrame, metrics: Iterable[str] = ("ndcg@10", "hr@10")):
     """results.csv as model x condition: "mean [interval]" per metric, and on the first
     metric each condition minus noisy and each backbone minus the same condition's
-    most-popular list; a difference whose interval excludes 0 in bold. A pandas Styler:
-    the bold is CSS, so it renders in the HTML table (Markdown ``**`` would print as is)."""
+    most-popular list; a difference whose interval excludes 0 in bold. An HTML table styled
+    by pandas: the bold is CSS, so it renders (Markdown ``**`` would print as is). Its CSS ids
+    come from its content, not pandas' random ones, so the same run writes the same notebook."""
+    import hashlib
+
+    from IPython.display import HTML
+
     out = results[["model", "condition", "seeds"]].copy()
     for m in metrics:
         out[m.upper()] = [interval_text(r[f"{m}_mean"], [r[f"{m}_ci_low"], r[f"{m}_ci_high"]], 4)
@@ -367,7 +372,8 @@ def results_display(results: pd.DataFrame, metrics: Iterable[str] = ("ndcg@10", 
     out, bold = (df.set_index([results["model"], results["condition"]]).drop(columns=["model", "condition"])
                  for df in (out, bold))
     css = pd.DataFrame(np.where(bold.to_numpy(dtype=bool), "font-weight: bold", ""), index=out.index, columns=out.columns)
-    return out.style.apply(lambda _: css, axis=None)
+    uuid = hashlib.sha256(out.to_csv().encode()).hexdigest()[:8]  # distinct per table: ids must not clash
+    return HTML(out.style.set_uuid(uuid).apply(lambda _: css, axis=None).to_html())
 
 
 def reference_summary(df: pd.DataFrame, noise: str, n_items: int | None, metric: str = "ndcg@10") -> str:
