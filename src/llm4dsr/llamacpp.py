@@ -243,8 +243,9 @@ def module():
     for other in sorted(folder.glob("libggml-*.so")):  # GPU backends first, as ggml orders them
         if not other.name.startswith(CPU_PREFIX) and other.name != "libggml-base.so":
             ggml.ggml_backend_load(str(other).encode())
-    if not ggml.ggml_backend_load(str(variants(folder)[choice.variant]).encode()):
-        raise Llm4dsrError(f"{variants(folder)[choice.variant]}: llama.cpp refused to load this CPU variant "
+    chosen = variants(folder)[choice.variant]
+    if not ggml.ggml_backend_load(str(chosen).encode()):
+        raise Llm4dsrError(f"{chosen}: llama.cpp refused to load this CPU variant "
                            f"(not supported by this CPU?); set {ENV}=auto")
     log.info("%s", choice.line())
     global USED
