@@ -79,6 +79,10 @@ def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: s
         n_items = read_catalogue(catalogue).n_items
         pop = {c: reference.mostpop(read_parquet(p, ["window", "user", "split", "target"]), n_items, metrics)
                for c, p in windows.items()}
+        first = next(iter(windows))
+        for c, (t, _) in pop.items():  # every condition's list on the same test windows: checked once here
+            if not np.array_equal(t["window"].to_numpy(), pop[first][0]["window"].to_numpy()):
+                raise Llm4dsrError(f"{windows[c]}: its test windows differ from those of {windows[first]}")
     rows = []
     for model, runs in df.groupby("model", sort=False):
         seeds, test, values = _run_values(model, runs, metrics, csv_path)
@@ -88,9 +92,6 @@ def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: s
                       _aligned(pop, test, windows, csv_path))
     if pop:
         test = next(iter(pop.values()))[0]
-        for c, (t, _) in pop.items():
-            if not np.array_equal(t["window"].to_numpy(), test["window"].to_numpy()):
-                raise Llm4dsrError(f"{windows[c]}: its test windows differ from those of {next(iter(windows.values()))}")
         values = {c: {m: v[None, :] for m, v in per.items()} for c, (_, per) in pop.items()}  # one "seed"
         rows += _rows(MOSTPOP, 1, test, values, metrics, {}, intervals_cfg, seed, None)
     table = pd.DataFrame(rows)
@@ -102,14 +103,13 @@ def aggregate(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: s
 
 def _aligned(pop: dict, test: pd.DataFrame, windows, csv_path) -> dict[str, dict[str, np.ndarray]]:
     """condition -> metric -> the most-popular list's per-window values, on the windows
-    (in the order) of a model's runs."""
-    out = {}
-    for c, (t, per) in pop.items():
+    (in the order) of a model's runs (the lists share their windows: checked in aggregate)."""
+    if pop:
+        c, (t, _) = next(iter(pop.items()))
         if not np.array_equal(t["window"].to_numpy(), test["window"].to_numpy()):
             raise Llm4dsrError(f"{windows[c]}: its test windows differ from those the backbone runs of {csv_path} "
                                "were tested on")
-        out[c] = per
-    return out
+    return {c: per for c, (_, per) in pop.items()}
 
 
 def selection_gap(json_paths: Iterable[str | Path], csv_path: str | Path, md_path: str | Path) -> pd.DataFrame:
