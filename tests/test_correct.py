@@ -230,3 +230,27 @@ def test_logprob_threshold_selects_what_a_hand_computation_does():
     assert split_thresholds(items, unit_prob)["test"] == pytest.approx(0.837, abs=1e-3)
     chosen = correct.select(items, unit_prob, caps)
     assert [(u, i) for u, i in zip(chosen["unit"], chosen["idx"]) if u >= 2] == [(3, 0)]
+
+
+def test_spread_counts_a_hand_made_case():
+    """Valid: units of 2, 5 and 8 items holding 1, 0 and 2 noise items; 2 changes in the
+    2-item unit (one hit) and 1 in the 8-item unit (a miss). Train: one 3-item unit, no
+    change. A denoiser's per-window change (unit -1) is left out."""
+    units = pd.DataFrame({"unit": [0, 1, 2, 3], "split": ["valid", "valid", "valid", "train"],
+                          "items": [[1, 2], [1, 2, 3, 4, 5], list(range(1, 9)), [1, 2, 3]],
+                          "noise": [[1, 0], [0] * 5, [1, 1] + [0] * 6, [0, 0, 1]]})
+    changes = pd.DataFrame({"unit": [0, 0, 2, -1], "was_noise": [1, 0, 0, 1]})
+    t = correct.spread(units, changes)
+    assert t["split"].tolist() == ["train"] * 3 + ["valid"] * 3
+    assert t["length"].astype(str).tolist() == ["2-3", "4-6", "7-8"] * 2
+    v = t[t["split"] == "valid"].set_index("length")
+    assert v["units"].tolist() == [1, 1, 1] and v["items"].tolist() == [2, 5, 8] and v["noise"].tolist() == [1, 0, 2]
+    assert v["changes"].tolist() == [2, 0, 1]
+    assert v["items_share"].to_numpy() == pytest.approx([2 / 15, 5 / 15, 8 / 15])
+    assert v["noise_share"].to_numpy() == pytest.approx([1 / 3, 0, 2 / 3])
+    assert v["changes_share"].to_numpy() == pytest.approx([2 / 3, 0, 1 / 3])
+    assert v["precision"].to_numpy() == pytest.approx([0.5, np.nan, 0.0], nan_ok=True)
+    train = t[t["split"] == "train"]
+    assert train["changes"].sum() == 0 and train["changes_share"].isna().all()
+    with pytest.raises(Llm4dsrError, match="changes.parquet: unit 9 is not in units.parquet"):
+        correct.spread(units, pd.DataFrame({"unit": [9], "was_noise": [0]}))

@@ -18,7 +18,7 @@ import pandas as pd
 from llm4dsr import names
 from llm4dsr.io import Llm4dsrError, read_catalogue, read_parquet, write_parquet
 from llm4dsr.scores import cap, split_thresholds, threshold_column
-from llm4dsr.units import check_units, item_table
+from llm4dsr.units import MIN_ITEMS, check_units, item_table
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,42 @@ def run(condition: str, windows_path, sequences_path, units_path, catalogue_path
     write_parquet(windows, out_windows)
     write_parquet(changes, out_changes)
     return changes
+
+
+LENGTH_BINS = (MIN_ITEMS, 4, 7)  # lower ends of the history-length bins of spread(): 2-3, 4-6, 7 and up
+
+
+def spread(units: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """Where corrections land: per split and unit-length bin, the units, items, injected noise
+    items and changes, each bin's share of the split's items, noise and changes, and the
+    precision of its changes (the share that replaced noise). A rule that follows suspicion
+    spreads its changes like the noise; one that follows length piles them into one bin.
+
+    ``changes``: a changes table (unit, was_noise); rows of unit -1 (the published denoisers'
+    per-window changes) are left out.
+    """
+    length = units["items"].map(len).to_numpy()
+    edges = [*LENGTH_BINS, max(length.max(initial=0), LENGTH_BINS[-1]) + 1]
+    labels = [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])]
+    u = pd.DataFrame({"unit": units["unit"], "split": units["split"], "items": length,
+                      "noise": units["noise"].map(sum).astype(np.int64),
+                      "length": pd.cut(length, edges, right=False, labels=labels)})
+    ch = changes[changes["unit"] >= 0][["unit", "was_noise"]].merge(u[["unit", "split", "length"]], on="unit",
+                                                                     how="left", validate="m:1")
+    if ch["split"].isna().any():
+        raise Llm4dsrError(f"changes.parquet: unit {ch['unit'][ch['split'].isna()].iloc[0]} is not in units.parquet")
+    keys = ["split", "length"]
+    t = u.groupby(keys, observed=False).agg(units=("unit", "size"), items=("items", "sum"), noise=("noise", "sum"))
+    t = t.join(ch.groupby(keys, observed=False).agg(changes=("unit", "size"), hits=("was_noise", "sum")))
+    t = t.fillna(0).astype(np.int64)
+    t = t[t.groupby("split")["units"].transform("sum") > 0]  # splits without units
+    for col in ("items", "noise", "changes"):
+        t[f"{col}_share"] = t[col] / t.groupby("split")[col].transform("sum")  # NaN: none in the split
+    t["precision"] = t["hits"] / t["changes"].where(t["changes"] > 0)
+    t = t.drop(columns="hits").reset_index()
+    order = {s: i for i, s in enumerate(names.SPLITS)}
+    return t.sort_values(["split", "length"], key=lambda c: c.map(order) if c.name == "split" else c.cat.codes,
+                         kind="stable").reset_index(drop=True)
 
 
 def clean_windows(windows: pd.DataFrame) -> pd.DataFrame:
