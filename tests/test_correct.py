@@ -7,7 +7,7 @@ from denoise_synth import make_log
 from llm4dsr import correct
 from llm4dsr.detectors import Cooccurrence
 from llm4dsr.io import Llm4dsrError
-from llm4dsr.scores import scores_frame, split_thresholds
+from llm4dsr.scores import contrast, scores_frame, split_thresholds
 from llm4dsr.units import item_table, make_units
 
 N_ITEMS = 40
@@ -230,6 +230,63 @@ def test_logprob_threshold_selects_what_a_hand_computation_does():
     assert split_thresholds(items, unit_prob)["test"] == pytest.approx(0.837, abs=1e-3)
     chosen = correct.select(items, unit_prob, caps)
     assert [(u, i) for u, i in zip(chosen["unit"], chosen["idx"]) if u >= 2] == [(3, 0)]
+
+
+def test_contrast_is_the_same_in_a_short_and_a_long_unit():
+    """contrast = log(s_i / mean of the unit's other scores): 0 when a detector scores every
+    item alike, log k for an item scored k times each other item, in a 2- and a 10-item unit
+    alike (the within-unit probability: 1/2 and 1/10, k/(k+1) and k/(k+9))."""
+    k = 5.0
+    units = pd.DataFrame({"unit": [0, 1, 2, 3, 4], "user": [0] * 5, "split": ["test"] * 5, "window": [0] * 5,
+                          "positions": [list(range(n)) for n in (2, 10, 2, 10, 1)],
+                          "items": [list(range(1, n + 1)) for n in (2, 10, 2, 10, 1)],
+                          "noise": [[0] * n for n in (2, 10, 2, 10, 1)]})
+    logp = [np.full(2, -3.0), np.full(10, -3.0), np.log([k, 1]) - 7, np.log([1] * 9 + [k]) - 7, np.array([-1.0])]
+    items = item_table(units, scores_frame(units, logp)).set_index(["unit", "idx"])
+    assert items.loc[[0, 1], "contrast"].to_numpy() == pytest.approx(np.zeros(12), abs=1e-12)
+    assert items.at[(2, 0), "contrast"] == pytest.approx(np.log(k)) == items.at[(3, 9), "contrast"]
+    assert items.at[(2, 1), "contrast"] == pytest.approx(-np.log(k))  # 1 over the other's k
+    assert items.loc[3, "contrast"].iloc[:9].to_numpy() == pytest.approx(np.full(9, -np.log((k + 8) / 9)))
+    assert items.at[(4, 0), "contrast"] == 0.0  # a 1-item unit has no other item to compare with
+    assert items.at[(2, 0), "prob"] == pytest.approx(k / (k + 1))
+    assert items.at[(3, 9), "prob"] == pytest.approx(k / (k + 9))
+    # a dominant item: no cancellation in the sum of the others
+    one_unit = contrast(np.zeros(3, dtype=int), np.array([0.0, -800.0, -800.0]))
+    assert one_unit == pytest.approx([800.0, -800 - np.log(0.5), -800 - np.log(0.5)])
+
+
+def test_pooled_contrast_spreads_changes_over_units_and_unit_prob_sends_them_to_short_ones():
+    """Test units of 2..10 items, 10 of each length; in the j-th unit of every length the
+    noise item is scored k_j = 2 + j times each other item. The 90th percentile of the
+    pooled contrast falls between log 5 and log 6: the units with k >= 6 (j >= 4), 6 of each
+    length, get one change each: the changes spread over lengths as the units (and the
+    noise) do. On the within-unit probability, k/(k + n - 1), the same percentile (0.503)
+    takes the units with k >= n: 12 - n of the n-item units, 10 of the 2-item ones and 2 of
+    the 10-item ones, so the 7-10 bin, 44% of the units and of the noise, gets 26% of the
+    changes."""
+    lengths, per = range(2, 11), 10
+    shape = [(n, j) for n in lengths for j in range(per)]
+    units = pd.DataFrame({"unit": np.arange(len(shape)), "user": np.arange(len(shape)), "split": "test",
+                          "window": np.arange(len(shape)), "positions": [list(range(n)) for n, _ in shape],
+                          "items": [list(range(1, n + 1)) for n, _ in shape],
+                          "noise": [[1] + [0] * (n - 1) for n, _ in shape]})
+    logp = [np.log([2.0 + j] + [1.0] * (n - 1)) for n, j in shape]
+    items = item_table(units, scores_frame(units, logp))
+    caps = {"train": 2, "test": 1}
+    threshold = {"kind": "percentile", "scale": "contrast", "train": 60, "test": 90}
+    assert split_thresholds(items, threshold)["test"] == pytest.approx(np.log(5) + 0.1 * np.log(6 / 5))
+    chosen = correct.select(items, threshold, caps)
+    assert (chosen["noise"] == 1).all() and chosen["unit"].map(lambda u: shape[u][1]).ge(4).all()
+    table = correct.spread(units, chosen.rename(columns={"noise": "was_noise"})).set_index("length")
+    assert table["changes"].tolist() == [12, 18, 24]  # 6 per length
+    assert table["changes_share"].to_numpy() == pytest.approx([20 / 90, 30 / 90, 40 / 90])
+    assert table["changes_share"].to_numpy() == pytest.approx(table["noise_share"].to_numpy())
+    assert (table["precision"] == 1.0).all()
+    by_prob = correct.select(items, {**threshold, "scale": "unit_prob"}, caps)
+    length = by_prob["unit"].map(lambda u: shape[u][0])
+    assert length.value_counts().sort_index().to_dict() == {n: 12 - n for n in lengths}
+    table = correct.spread(units, by_prob.rename(columns={"noise": "was_noise"})).set_index("length")
+    assert table["changes"].tolist() == [19, 21, 14] and table.at["7-10", "noise_share"] == pytest.approx(40 / 90)
 
 
 def test_spread_counts_a_hand_made_case():

@@ -88,6 +88,7 @@ def test_paper_preset_writes_out_the_reference_protocol():
     (("window", "construction"), "all", "window.construction: 'all'"),
     (("finetune", "loss_span"), "sequence", "finetune.loss_span: sequence needs finetune.objective generate"),
     (("correct", "threshold", "scale"), "logprob", None),
+    (("correct", "threshold", "scale"), "contrast", None),
     (("backbone", "objective"), "bpr", "backbone.objective: 'bpr'"),
 ])
 def test_wrong_protocol_values_name_the_key(path, value, named):
@@ -96,9 +97,9 @@ def test_wrong_protocol_values_name_the_key(path, value, named):
     for key in path[:-1]:
         node = node[key]
     node[path[-1]] = value
-    if named is None:  # logprob with a probability threshold
+    if named is None:  # a log-score scale with a probability threshold
         cfg["correct"]["threshold"].update(kind="probability", train=0.5, test=0.5)
-        named = "correct.threshold.scale: logprob needs kind percentile"
+        named = f"correct.threshold.scale: {value} needs kind percentile"
     with pytest.raises(ConfigError) as err:
         config.validate(cfg, "config.yaml")
     assert named in str(err.value) and "\n" not in str(err.value)

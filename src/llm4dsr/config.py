@@ -262,9 +262,9 @@ def _derive(cfg: dict, source: str) -> None:
         raise ConfigError(f"{source}: finetune.loss_span: sequence needs finetune.objective generate, "
                           f"not {finetune['objective']}")
     threshold = cfg["correct"]["threshold"]
-    if threshold["scale"] == "logprob" and threshold["kind"] != "percentile":
-        raise ConfigError(f"{source}: correct.threshold.scale: logprob needs kind percentile (a log-score "
-                          f"has no fixed probability to compare with), not {threshold['kind']}")
+    if threshold["scale"] in ("logprob", "contrast") and threshold["kind"] != "percentile":
+        raise ConfigError(f"{source}: correct.threshold.scale: {threshold['scale']} needs kind percentile (a "
+                          f"log-score has no fixed probability to compare with), not {threshold['kind']}")
     export = cfg["export"]
     if export["route"] == "merged" and export["inference_quant"] not in export["quant_types"]:
         raise ConfigError(f"{source}: export.inference_quant: {export['inference_quant']} is not in "

@@ -4,9 +4,11 @@ A detector (the LLM's scorers, the simple baselines, the calibrated combination)
 each item of a unit a log-score, higher = more likely noise. ``scores/{detector}.parquet``
 holds, per unit, those log-scores (``logp``) and probabilities (``probs``): by default
 the softmax of the log-scores over the unit's items, so that every detector is
-normalised the same way (docs/outputs.md). The correction stage, the suggestion stage
-and the detection metrics all threshold these probabilities with :func:`split_thresholds`,
-or, with ``correct.threshold.scale: logprob`` (the reference code), the raw log-scores.
+normalised the same way (docs/outputs.md). The correction stage and the detection
+metrics threshold them with :func:`split_thresholds` on the scale of
+``correct.threshold.scale``: these probabilities (unit_prob), the raw log-scores (logprob,
+the reference code), or each item's log-score over the mean score of its unit's other
+items (contrast, :func:`contrast`).
 """
 from __future__ import annotations
 
@@ -44,13 +46,42 @@ def read_scores(paths: list[str | Path], names: list[str]) -> dict[str, pd.DataF
     return {n: read_parquet(p, COLUMNS) for n, p in zip(names, paths)}
 
 
-SCALES = {"unit_prob": "prob", "logprob": "logp"}  # correct.threshold.scale -> the item_table column
+def contrast(unit: np.ndarray, logp: np.ndarray) -> np.ndarray:
+    """Per item (``unit``: its unit, one label per row), its log-score minus the log of the mean score of
+    its unit's other items: log(s_i / mean_{j != i} s_j), s = exp(logp).
+
+    Unlike a probability normalised over the unit (an item of an n-item unit starts at 1/n),
+    it does not depend on the unit's length: 0 for a detector that scores every item alike,
+    log k for an item scored k times each other item, whatever n. A 1-item unit gets 0.
+    """
+    x, unit = np.asarray(logp, dtype=float), np.asarray(unit)
+
+    def per_unit(values: np.ndarray, how: str) -> np.ndarray:
+        return pd.Series(values).groupby(unit, sort=False).transform(how).to_numpy()
+
+    n = per_unit(x, "size")
+    top = np.zeros(len(x), dtype=bool)
+    top[pd.Series(x).groupby(unit, sort=False).idxmax().to_numpy()] = True  # one per unit, the first of ties
+    # each item's others are shifted by their largest score (the unit's maximum, or for the top
+    # item the runner-up), so their sum is >= 1 and never a difference of near-equal numbers
+    first, second = per_unit(x, "max"), per_unit(np.where(top, np.nan, x), "max")
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        own = np.exp(x - first)
+        others = np.where(top, per_unit(np.where(top, 0.0, np.exp(x - second)), "sum"),
+                          per_unit(own, "sum") - own)
+        out = x - (np.where(top, second, first) + np.log(others) - np.log(n - 1))
+    return np.where(n > 1, out, 0.0)
+
+
+# correct.threshold.scale -> the item_table column
+SCALES = {"unit_prob": "prob", "logprob": "logp", "contrast": "contrast"}
 
 
 def threshold_column(threshold: dict) -> str:
     """The item_table column a threshold is taken on: ``prob`` (scale unit_prob, the
-    probability normalised over the unit) or ``logp`` (scale logprob, the raw log-score:
-    the reference code's percentiles of the first-token vocabulary log-probability)."""
+    probability normalised over the unit), ``logp`` (scale logprob, the raw log-score:
+    the reference code's percentiles of the first-token vocabulary log-probability) or
+    ``contrast`` (scale contrast, :func:`contrast`: the same in a short and a long unit)."""
     return SCALES[threshold["scale"]]
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from llm4dsr.io import Llm4dsrError, read_catalogue, read_parquet, write_parquet
 from llm4dsr.names import EVAL_SPLITS, TRAIN_PERIOD
 from llm4dsr.noise import draw_replacement
+from llm4dsr.scores import contrast
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ def check_units(units: pd.DataFrame, windows: pd.DataFrame, sequences: pd.DataFr
 
 
 def item_table(units: pd.DataFrame, scores: pd.DataFrame | None = None, name: str = "scores") -> pd.DataFrame:
-    """One row per (unit, item): unit, user, split, window, idx, pos, item, noise [, prob, logp].
+    """One row per (unit, item): unit, user, split, window, idx, pos, item, noise [, prob, logp,
+    contrast (:func:`llm4dsr.scores.contrast`)].
 
     With ``scores``, only scored units are kept; a scores table that names an unknown
     unit or gives the wrong number of values raises an error naming ``name``.
@@ -113,7 +115,10 @@ def item_table(units: pd.DataFrame, scores: pd.DataFrame | None = None, name: st
     long = units.explode(lists, ignore_index=True).rename(columns={"positions": "pos", "items": "item", "probs": "prob"})
     long.insert(4, "idx", long.groupby("unit").cumcount())
     types = {"pos": np.int64, "item": np.int64, "noise": np.int64, "prob": float, "logp": float}
-    return long.astype({c: t for c, t in types.items() if c in long})
+    long = long.astype({c: t for c, t in types.items() if c in long})
+    if scores is not None:
+        long["contrast"] = contrast(long["unit"].to_numpy(), long["logp"].to_numpy())
+    return long
 
 
 def self_supervised_units(windows: pd.DataFrame, n_items: int, n: int, seed: int,
