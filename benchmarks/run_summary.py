@@ -1,11 +1,12 @@
 """Write docs/results.md: the measured figures of a finished workflow run, every one with
 its 95% interval (dataset statistics, rule wall times, the LoRA learning curve, detection
-quality and paired differences per noise setting, within histories first, backbone metrics
-and paired differences, and their reference levels: most-popular and random), and the
-benchmark scripts' outputs found under results/.
+quality and paired differences per noise setting, within histories first, where the
+corrections land over history lengths, backbone metrics and paired differences, and their
+reference levels: most-popular and random), and the benchmark scripts' outputs found
+under results/.
 
     .venv/bin/python benchmarks/run_summary.py [--results results] [--dataset ml-latest-small] [--out docs/results.md]
-        [--commit SHA] [--note "how the run was made"]
+        [--commit SHA] [--note "how the run was made"] [--noise SETTING]
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from llm4dsr import config, names
 from llm4dsr.backbones.reference import MODEL as MOSTPOP, random_level
-from llm4dsr.figures import excludes_zero, interval_text, label
-from llm4dsr.io import write_text
+from llm4dsr.correct import spread
+from llm4dsr.figures import excludes_zero, interval_text, label, spread_wide
+from llm4dsr.io import read_parquet, write_text
 
 
 def rule_times(root: Path, dataset: str) -> pd.DataFrame:
@@ -94,6 +97,29 @@ def detection_section(base: Path, noises: list[str]) -> str:
     return "## Noise detection\n\n" + "\n".join(out)
 
 
+def corrections_section(base: Path, noise: str) -> str:
+    """Per split, how each correction condition's changes spread over history lengths beside
+    the items and the injected noise (llm4dsr.correct.spread)."""
+    changes = {c: base / noise / "correct" / c / "changes.parquet" for c in names.CORRECTIONS}
+    changes = {c: p for c, p in changes.items() if p.exists()}
+    if not changes or not (base / noise / "units.parquet").exists():
+        return ""
+    units = read_parquet(base / noise / "units.parquet")
+    spreads = {c: spread(units, read_parquet(p)) for c, p in changes.items()}
+    out = [f"## Where corrections land\n\n{noise}: per history length (the items of a unit: a valid or test "
+           "window's history, a train block), each bin's share of the split's items, of its injected noise and of "
+           "each correction condition's changes (count); precision = the share of the changes that replaced "
+           "injected noise (on the injected-noise row: the noise rate, the precision of a random pick). A rule "
+           "that follows suspicion spreads its changes like the noise; one that follows history length piles "
+           "them into one bin. Counts of one run, no intervals; the published denoisers' per-window deletions "
+           "and insertions are left out.\n"]
+    for split in ("test", "valid", "train"):
+        t = spread_wide(spreads, split)
+        if not t.empty:
+            out.append(f"**{split} split:**\n\n{t.to_markdown(disable_numparse=True)}\n")
+    return "\n".join(out)
+
+
 def backbone_section(base: Path, noises: list[str], metric: str = "ndcg@10", n_items: int | None = None) -> str:
     """Per noise setting, one row per condition and per backbone three cells: the metric, the
     condition minus `noisy` and `clean` minus the condition, each paired on the same windows
@@ -150,6 +176,8 @@ def main() -> None:
     ap.add_argument("--out", default="docs/results.md")
     ap.add_argument("--commit", default="", help="the commit the run was made at (default: HEAD)")
     ap.add_argument("--note", default="", help="how the run was made (command, machine, wall time)")
+    ap.add_argument("--noise", default=None,
+                    help="the noise setting of 'Where corrections land' (default: config.yaml's report.noise)")
     args = ap.parse_args()
     root, ds = Path(args.results), args.dataset
     base = root / ds
@@ -177,6 +205,7 @@ def main() -> None:
                      + "\n")
     noises = sorted(p.parent.name for p in base.glob("*/detection.json"))
     parts.append(detection_section(base, noises))
+    parts.append(corrections_section(base, args.noise or config.load("config.yaml")["report"]["noise"]))
     parts.append(backbone_section(base, noises, n_items=stats["items"]))
     recipes = sorted((root / "recipe_search").glob("*.tsv"))
     if recipes:

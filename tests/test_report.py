@@ -79,6 +79,23 @@ def test_every_claim_carries_its_interval(full):
     verdict = "is higher" if d["ci"][0] > 0 else "is lower" if d["ci"][1] < 0 else "cannot tell them apart"
     assert re.search(re.escape(quoted) + r": [^.]*" + verdict, text)
 
+def test_where_corrections_land_follows_the_changes(full):
+    """Per split, llm4dsr's changes per history-length bin beside the items and the noise."""
+    import pandas as pd
+
+    from llm4dsr.correct import spread
+
+    nb, html, out = full
+    assert "changes land" in markdown(nb)
+    base = out.parent / "results" / "synth" / "uniform-0.1"
+    t = spread(pd.read_parquet(base / "units.parquet"),
+               pd.read_parquet(base / "correct" / "llm4dsr" / "changes.parquet"))
+    test = t[t["split"] == "test"]
+    assert test["changes"].sum() > 0 and "injected noise" in html
+    for share, n in zip(test["changes_share"], test["changes"]):
+        assert f"{share:.0%} ({n})" in html
+
+
 def test_missing_optional_inputs_are_skipped_with_a_note(tmp_path):
     top = report_synth.build(tmp_path / "results", noises=tuple(NOISES))
     for p in [top / "uniform-0.1" / "sweep.csv", top / "finetune" / "uniform-0.0" / "loss.tsv",

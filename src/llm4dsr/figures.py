@@ -471,6 +471,10 @@ def sweep_points(sweep: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
         ["model", "threshold", "mean", "low", "high"]].sort_values(["model", "threshold"])
 
 
+SCALE_LABELS = {"unit_prob": "noise probability", "logprob": "log-score",  # config correct.threshold.scale
+                "contrast": "score over the history's other items"}
+
+
 def fig_threshold(sweep: pd.DataFrame | None, results: pd.DataFrame | None, noise: str,
                   metric: str = "ndcg@10", default: dict | None = None):
     """The metric against the percentile threshold (train and test alike), with its
@@ -501,8 +505,9 @@ def fig_threshold(sweep: pd.DataFrame | None, results: pd.DataFrame | None, nois
                 mean, lo, hi = (ref.at[cond, c] for c in (f"{metric}_mean", f"{metric}_ci_low", f"{metric}_ci_high"))
                 ax.axhline(mean, color=color(cond), ls="--", lw=1, label=name)
                 ax.axhspan(lo, hi, color=color(cond), alpha=0.08)
-        ax.set(title=f"{model} on {noise}", xlabel="correction threshold (percentile of noise probability, "
-               "train and test)", ylabel=f"test {metric.upper()} (0-1, mean, 95% interval)")
+        scale = SCALE_LABELS[default["scale"]] if default else "the noise score"
+        ax.set(title=f"{model} on {noise}", xlabel=f"correction threshold (percentile of {scale}, train and test)",
+               ylabel=f"test {metric.upper()} (0-1, mean, 95% interval)")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle(f"Effect of the correction threshold on test {metric.upper()}")
     fig.tight_layout()
@@ -578,6 +583,33 @@ def curve_summary(curve: pd.DataFrame) -> str:
             f"(top-1 {first['top1']:.3f}) before training, {auc(last)} (top-1 {last['top1']:.3f}) after "
             f"{int(last['step'])} steps ({int(last['examples_seen'])} examples seen); intervals resample the "
             "examples.")
+
+
+# where corrections land
+
+def spread_wide(spreads: dict[str, pd.DataFrame], split: str) -> pd.DataFrame:
+    """One split of llm4dsr.correct.spread tables, by condition: a row each for the items
+    and the injected noise, then per condition its changes; per history-length bin the
+    share of the split's total (count), and each condition's changes and precision (the
+    share that replaced injected noise; on the injected noise row, the noise rate: the
+    precision of a random pick)."""
+    first = next(iter(spreads.values()), None)
+    if first is None or not (first["split"] == split).any():
+        return pd.DataFrame()
+
+    def cells(t: pd.DataFrame, col: str) -> list[str]:
+        return [f"{s:.0%} ({n})" if pd.notna(s) else f"- ({n})" for s, n in zip(t[f"{col}_share"], t[col])]
+
+    base = first[first["split"] == split]
+    bins = [f"{b} items" for b in base["length"]]
+    rate = f"{base['noise'].sum() / base['items'].sum():.2f}" if base["items"].sum() else "-"
+    rows = {"items": cells(base, "items") + [None, None], "injected noise": cells(base, "noise") + [None, rate]}
+    for condition, t in spreads.items():
+        t = t[t["split"] == split]
+        hits = (t["precision"].fillna(0) * t["changes"]).sum()
+        rows[condition] = cells(t, "changes") + [int(t["changes"].sum()),
+                                                 f"{hits / t['changes'].sum():.2f}" if t["changes"].sum() else "-"]
+    return pd.DataFrame(rows, index=[*bins, "changes", "precision"]).T.fillna("")
 
 
 # examples
