@@ -34,6 +34,8 @@ from llm4dsr.io import read_parquet
 # name -> the dataset entry (config datasets.<name>); every source here works offline
 CANDIDATES = {
     "mlsmall-k3-h15-u300": {"source": "ml-latest-small", "kcore": 3, "max_items_per_user": 15, "max_users": 300},
+    "mlsmall-k5-h15": {"source": "ml-latest-small", "kcore": 5, "max_items_per_user": 15, "max_users": None},
+    "mlsmall-k5-h20-u400": {"source": "ml-latest-small", "kcore": 5, "max_items_per_user": 20, "max_users": 400},
     "mlsmall-k5-h20": {"source": "ml-latest-small", "kcore": 5, "max_items_per_user": 20, "max_users": None},
     "mlsmall-k5-h30": {"source": "ml-latest-small", "kcore": 5, "max_items_per_user": 30, "max_users": None},
     "ml100k-k5-h15": {"source": "ml-100k", "kcore": 5, "max_items_per_user": 15, "max_users": None},

@@ -1,7 +1,10 @@
 """LoRA fine-tuning throughput and peak memory of the default base model.
 
     .venv/bin/python benchmarks/finetune_throughput.py [--steps 5] [--batch-size 8] [--threads 2]
-        [--target-modules q_proj v_proj] [--model smollm2-135m]
+        [--target-modules q_proj v_proj] [--model smollm2-135m] [--autocast none bf16]
+
+With several --autocast values, each runs in turn on the same examples and the table has
+a column per value (fp32 against bf16 autocast, side by side).
 
 Runs the study's own training loop (llm4dsr.finetune.trainer.train: response-only loss, AdamW,
 checkpoint at the end) on self-supervised examples in the study's prompt format, made
@@ -28,41 +31,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m", help="llm.base_model (offline name, HF id or path)")
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--target-modules", nargs="+", default=["q_proj", "v_proj"])
-    ap.add_argument("--r", type=int, default=8)
-    ap.add_argument("--cutoff", type=int, default=512)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    if args.steps < 2:
-        ap.error("--steps must be >= 2 (step 1 is a warm-up)")
-
+def measure(args, autocast: str, examples: list[dict]) -> list[tuple[str, str]]:
+    rss_before = peak_rss_mb()
+    t0 = time.perf_counter()
+    model, tok = load_torch(resolve(args.model))
+    load_s = time.perf_counter() - t0
+    rss_load = peak_rss_mb()
+    prompt_tokens = [start for _, start in objectives.tokenize(examples, tok, args.cutoff)]
+    lora = {"r": args.r, "alpha": 2 * args.r, "dropout": 0.05, "target_modules": args.target_modules}
     with tempfile.TemporaryDirectory() as tmp:
-        windows, items = lenskit_windows(Path(tmp) / "data", args.seed)
-        full = windows[windows["history_clean"].map(len) == 10]  # the longest prompts the study trains on
-        titles = dict(zip(items["item"].astype(int), items["title"]))
-        examples = ft_examples.make_examples(full, titles, args.steps * args.batch_size, args.seed)
-        rss_data = peak_rss_mb()
-
-        t0 = time.perf_counter()
-        model, tok = load_torch(resolve(args.model))
-        load_s = time.perf_counter() - t0
-        rss_load = peak_rss_mb()
-        prompt_tokens = [start for _, start in objectives.tokenize(examples, tok, args.cutoff)]
-
-        lora = {"r": args.r, "alpha": 2 * args.r, "dropout": 0.05, "target_modules": args.target_modules}
         res = trainer.train(model, tok, examples, Path(tmp) / "ft", lora=lora, steps=args.steps,
-                             batch_size=args.batch_size, lr=1e-4, cutoff=args.cutoff, seed=args.seed,
-                             checkpoint_every=args.steps, threads=args.threads, progress=False)
+                            batch_size=args.batch_size, lr=1e-4, cutoff=args.cutoff, seed=args.seed,
+                            checkpoint_every=args.steps, threads=args.threads, progress=False,
+                            objective=args.objective, autocast=autocast)
         rows = [line.split("\t") for line in (Path(tmp) / "ft" / "loss.tsv").read_text().splitlines()[1:]]
-        trainable = sum(p.numel() for p in res["model"].parameters() if p.requires_grad)
-
+    trainable = sum(p.numel() for p in res["model"].parameters() if p.requires_grad)
     cum = [float(r[3]) for r in rows]
     step_s = [b - a for a, b in zip([0.0] + cum, cum)]
     tokens = [int(r[2]) for r in rows]
@@ -70,24 +53,54 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     table = [
         ("model", args.model),
+        ("objective", args.objective),
+        ("autocast", autocast),
         ("device / threads", f"{device} / {args.threads}"),
-        ("LoRA", f"r={args.r} alpha={2 * args.r} on {','.join(args.target_modules)}; {trainable:,} trainable"),
+        ("LoRA", f"r={args.r} on {','.join(args.target_modules)}; {trainable:,} trainable"),
         ("batch x steps", f"{args.batch_size} x {args.steps} (step 1 = warm-up)"),
         ("tokens per example (mean)", f"{sum(tokens) / (args.batch_size * args.steps):.1f} "
-                                      f"(prompt {sum(prompt_tokens) / len(prompt_tokens):.1f}, rest answer)"),
+                                      f"(prompt {sum(prompt_tokens) / len(prompt_tokens):.1f})"),
         ("model load s", f"{load_s:.1f}"),
         ("warm-up step s", f"{step_s[0]:.2f}"),
         ("s / step", f"{steady_s / (args.steps - 1):.2f}"),
         ("tokens / s", f"{steady_tok / steady_s:.1f}"),
-        ("examples / s", f"{args.batch_size * (args.steps - 1) / steady_s:.2f}"),
+        ("examples / CPU-minute", f"{60 * args.batch_size * (args.steps - 1) / steady_s / args.threads:.1f}"),
         ("loss first -> last", f"{res['first_loss']:.3f} -> {res['last_loss']:.3f}"),
-        ("peak RSS MB: data / +model / end", f"{rss_data:.0f} / {rss_load:.0f} / {peak_rss_mb():.0f}"),
+        ("peak RSS MB: before / +model / end", f"{rss_before:.0f} / {rss_load:.0f} / {peak_rss_mb():.0f}"),
     ]
     if device == "cuda":
         table.append(("peak CUDA MB", f"{torch.cuda.max_memory_allocated() / 2**20:.0f}"))
-    width = max(len(k) for k, _ in table)
-    for k, v in table:
-        print(f"{k:<{width}}  {v}")
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gemma3-270m", help="llm.base_model (offline name, HF id or path)")
+    ap.add_argument("--objective", default="candidates", choices=["candidates", "generate"])
+    ap.add_argument("--autocast", nargs="+", default=["none", "bf16"], choices=["none", "bf16"])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--target-modules", nargs="+", default=["q_proj", "v_proj"])
+    ap.add_argument("--r", type=int, default=8)
+    ap.add_argument("--cutoff", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.steps < 2:
+        ap.error("--steps must be >= 2 (step 1 is a warm-up)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        windows, items = lenskit_windows(Path(tmp) / "data", args.seed)
+    full = windows[windows["history_clean"].map(len) == 10]  # the longest prompts the study trains on
+    titles = dict(zip(items["item"].astype(int), items["title"]))
+    examples = ft_examples.make_examples(full, titles, args.steps * args.batch_size, args.seed)
+    # each mode in its own process would give each its own peak RSS; in turn here, peaks are cumulative
+    tables = [measure(args, mode, examples) for mode in args.autocast]
+    width = max(len(k) for k, _ in tables[0])
+    cols = [max(len(v) for _, v in t) for t in tables]
+    for i, (k, _) in enumerate(tables[0]):
+        print(f"{k:<{width}}  " + "  ".join(f"{t[i][1]:<{c}}" for t, c in zip(tables, cols)))
 
 
 if __name__ == "__main__":

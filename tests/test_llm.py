@@ -374,6 +374,27 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tiny_torch, example
         torch.testing.assert_close(whole[k], micro[k], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("objective", ["candidates", "generate"])
+def test_bf16_autocast_trains_close_to_fp32_but_in_bf16(tiny_torch, examples, tmp_path, objective):
+    """finetune.autocast bf16: the loss still falls, the adapter stays fp32 and near the fp32
+    run's, yet differs from it (the forward pass really ran in bfloat16)."""
+    from safetensors.torch import load_file
+
+    def run(autocast):
+        model, tok = tiny_torch()
+        res = trainer.train(model, tok, examples[:6], tmp_path / autocast, lora=LORA, steps=4, batch_size=6,
+                            lr=5e-3, seed=0, progress=False, objective=objective, autocast=autocast)
+        return res, load_file(str(tmp_path / autocast / "adapter" / "adapter_model.safetensors"))
+
+    (fp32, w32), (bf16, w16) = run("none"), run("bf16")
+    assert bf16["last_loss"] < bf16["first_loss"]
+    assert math.isclose(bf16["first_loss"], fp32["first_loss"], rel_tol=0.05)
+    assert fp32["first_loss"] != bf16["first_loss"]
+    for k in w32:
+        assert w16[k].dtype == torch.float32
+        torch.testing.assert_close(w16[k], w32[k], rtol=0.1, atol=2e-2)
+
+
 @pytest.mark.slow  # loads the real Gemma-3-270M (about a minute): pytest -m slow
 def test_gemma3_adapter_route_matches_torch(tmp_path):
     """The second offline base model: its wheel's chunks joined into one GGUF, prompts with

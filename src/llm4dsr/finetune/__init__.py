@@ -59,7 +59,8 @@ def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dic
                    checkpoint_every=ft_cfg["checkpoint_every"], threads=threads, objective=ft_cfg["objective"],
                    heldout=held[: ft_cfg["curve_examples"]], eval_every=ft_cfg["eval_every"],
                    micro_batch_size=ft_cfg["micro_batch_size"], warmup=ft_cfg["warmup"],
-                   schedule=ft_cfg["schedule"], loss_span=ft_cfg["loss_span"], intervals_cfg=intervals_cfg)
+                   schedule=ft_cfg["schedule"], loss_span=ft_cfg["loss_span"], intervals_cfg=intervals_cfg,
+                   autocast=ft_cfg["autocast"])
     log.info("LoRA: %d steps, loss %.4f -> %.4f", result["steps"], result["first_loss"] or float("nan"),
              result["last_loss"] or float("nan"))
     return result

@@ -88,14 +88,16 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
           warmup: int = 5, progress: bool = True, objective: str = "generate",
           heldout: list[dict] | None = None, eval_every: int = 0, micro_batch_size: int | None = None,
           on_eval=None, intervals_cfg: dict | None = None, schedule: str = "constant",
-          loss_span: str = "answer") -> dict:
+          loss_span: str = "answer", autocast: str = "none") -> dict:
     """LoRA-train ``model`` on ``examples``; write ``out_dir/adapter`` and ``out_dir/loss.tsv``.
 
     With ``heldout`` examples and ``eval_every`` > 0, the full-title detection quality on
     them is measured before training, every ``eval_every`` steps and at the end, and
     written to ``out_dir/learning_curve.tsv`` (the curve that chooses the recipe).
     ``on_eval(step, peft_model)`` may add columns of its own to each curve row.
-    Resumes from ``out_dir/checkpoints`` when a previous run was interrupted.
+    Resumes from ``out_dir/checkpoints`` when a previous run was interrupted. ``autocast``
+    ``bf16`` runs the forward pass in bfloat16 (torch.autocast; weights, gradients and
+    optimizer state stay fp32).
     """
     import torch
     from tqdm import tqdm
@@ -129,7 +131,8 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     start, history, curve = 0, [], []
     fingerprint = recipe_fingerprint(model, examples, lora=lora, batch_size=batch_size, lr=lr, seed=seed,
                                      objective=objective, warmup=warmup, cutoff=cutoff, schedule=schedule,
-                                     loss_span=loss_span, horizon=steps if schedule == "linear" else None)
+                                     loss_span=loss_span, horizon=steps if schedule == "linear" else None,
+                                     **({"autocast": autocast} if autocast != "none" else {}))
     last = _latest_checkpoint(ckpt_dir)
     if last is not None:
         state = torch.load(last / "state.pt", weights_only=False)
@@ -167,13 +170,16 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
         loss_value, n_tokens = 0.0, 0
         # micro-batches accumulate gradients: a batch of 128 on one GPU, as the paper trains
         for chunk in np.array_split(idx, max(1, -(-len(idx) // (micro_batch_size or len(idx))))):
-            if objective == "candidates":
-                loss = candidates_loss(peft_model, tokenized, chunk, pad)
-                n_tokens += sum(len(tokenized[i]["prompt"]) + sum(map(len, tokenized[i]["branches"])) for i in chunk)
-            else:
-                input_ids, attn, labels = (t.to(device) for t in _batch(tokenized, chunk, pad))
-                loss = response_loss(peft_model, input_ids, attn, labels)
-                n_tokens += int(attn.sum())
+            # bf16 autocast: the forward pass in bfloat16, backward and weights as they are
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast == "bf16"):
+                if objective == "candidates":
+                    loss = candidates_loss(peft_model, tokenized, chunk, pad)
+                    n_tokens += sum(len(tokenized[i]["prompt"]) + sum(map(len, tokenized[i]["branches"]))
+                                    for i in chunk)
+                else:
+                    input_ids, attn, labels = (t.to(device) for t in _batch(tokenized, chunk, pad))
+                    loss = response_loss(peft_model, input_ids, attn, labels)
+                    n_tokens += int(attn.sum())
             (loss * len(chunk) / len(idx)).backward()
             loss_value += loss.item() * len(chunk) / len(idx)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
