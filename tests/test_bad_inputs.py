@@ -109,7 +109,7 @@ def _set(cfg: dict, dotted: str, value) -> dict:
      "correct.threshold.train: 60 is not a probability (0-1) with kind probability"),
     ("window.max_history", 1, "window.max_history: 1 is less than the minimum of 2"),
     ("datasets.ml-latest-small.max_items_per_user", 2,
-     "datasets.ml-latest-small.max_items_per_user: 2 is less than kcore 3"),
+     "datasets.ml-latest-small.max_items_per_user: 2 is less than kcore "),
     ("finetune.heldout", 0, "finetune.heldout: 0 is less than the minimum of 1"),
     ("detectors", [], "detectors: [] should be non-empty"),
     ("datasets", {"a/b": {"source": "ml-latest-small"}}, "datasets: 'a/b' does not match"),
