@@ -78,7 +78,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma3-270m", help="llm.base_model (offline name, HF id or path)")
     ap.add_argument("--objective", default="candidates", choices=["candidates", "generate"])
-    ap.add_argument("--autocast", nargs="+", default=["none", "bf16"], choices=["none", "bf16"])
+    ap.add_argument("--autocast", nargs="+", default=["none", "bf16"], choices=["none", "bf16", "auto"])
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)

@@ -395,6 +395,18 @@ def test_bf16_autocast_trains_close_to_fp32_but_in_bf16(tiny_torch, examples, tm
         torch.testing.assert_close(w16[k], w32[k], rtol=0.1, atol=2e-2)
 
 
+def test_autocast_auto_is_bf16_only_where_the_cpu_has_native_bf16(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("auto follows the GPU there")
+    native, plain = tmp_path / "native", tmp_path / "plain"
+    native.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 avx512vl\n")
+    plain.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert trainer.resolve_autocast("auto", native) == "bf16"
+    assert trainer.resolve_autocast("auto", plain) == "none"
+    assert trainer.resolve_autocast("auto", tmp_path / "missing") == "none"
+    assert trainer.resolve_autocast("none", native) == "none" and trainer.resolve_autocast("bf16", plain) == "bf16"
+
+
 @pytest.mark.slow  # loads the real Gemma-3-270M (about a minute): pytest -m slow
 def test_gemma3_adapter_route_matches_torch(tmp_path):
     """The second offline base model: its wheel's chunks joined into one GGUF, prompts with

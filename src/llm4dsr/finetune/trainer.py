@@ -34,6 +34,24 @@ def batch_indices(n_examples: int, batch_size: int, step: int, seed: int) -> np.
 
 
 SCHEDULES = ("constant", "linear")
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # x86 CPUs whose bfloat16 matmuls are not emulated
+
+
+def resolve_autocast(mode: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """finetune.autocast as run here: ``auto`` is bf16 on a GPU that supports it or a CPU with
+    native bfloat16 instructions (elsewhere bf16 is emulated, and slower than fp32), else none."""
+    if mode != "auto":
+        return mode
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "none"
+    try:
+        flags = {f for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
+                 for f in line.split(":", 1)[1].split()}
+    except OSError:
+        flags = set()
+    return "bf16" if flags & NATIVE_BF16_FLAGS else "none"
 
 
 def lr_factor(schedule: str, warmup: int, steps: int):
@@ -97,7 +115,7 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     ``on_eval(step, peft_model)`` may add columns of its own to each curve row.
     Resumes from ``out_dir/checkpoints`` when a previous run was interrupted. ``autocast``
     ``bf16`` runs the forward pass in bfloat16 (torch.autocast; weights, gradients and
-    optimizer state stay fp32).
+    optimizer state stay fp32); ``auto``: :func:`resolve_autocast`.
     """
     import torch
     from tqdm import tqdm
@@ -109,6 +127,8 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    autocast = resolve_autocast(autocast)
+    log.info("training forward pass: %s", "bfloat16 autocast" if autocast == "bf16" else "as loaded")
     peft_model = add_lora(model, lora).to(device)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
