@@ -1,13 +1,14 @@
 """LoRA fine-tuning throughput and peak memory of the default base model.
 
     .venv/bin/python benchmarks/finetune_throughput.py [--steps 5] [--batch-size 8] [--threads 2]
-        [--target-modules q_proj v_proj] [--model smollm2-135m] [--autocast none bf16]
+        [--target-modules q_proj v_proj] [--model gemma3-270m] [--objective candidates]
+        [--autocast none bf16]
 
-With several --autocast values, each runs in turn on the same examples and the table has
-a column per value (fp32 against bf16 autocast, side by side).
+Each --autocast value runs in its own process (so that each peak RSS is its own) on the
+same examples, and the table has a column per value (fp32 against bf16, side by side).
 
-Runs the study's own training loop (llm4dsr.finetune.trainer.train: response-only loss, AdamW,
-checkpoint at the end) on self-supervised examples in the study's prompt format, made
+Runs the study's own training loop (llm4dsr.finetune.trainer.train: the --objective's loss,
+AdamW, checkpoint at the end) on self-supervised examples in the study's prompt format, made
 from full-length ml-latest-small windows (10 history titles + the target, one replaced).
 Step 1 is a warm-up and is left out of the rates. Peak RSS is the process's high-water
 mark (resource.getrusage), read before the model is loaded, after it, and at the end.
@@ -15,7 +16,10 @@ mark (resource.getrusage), read before the model is loaded, after it, and at the
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,17 +90,22 @@ def main() -> None:
     ap.add_argument("--r", type=int, default=8)
     ap.add_argument("--cutoff", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--one", choices=["none", "bf16", "auto"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.steps < 2:
         ap.error("--steps must be >= 2 (step 1 is a warm-up)")
+    if args.one:
+        with tempfile.TemporaryDirectory() as tmp:
+            windows, items = lenskit_windows(Path(tmp) / "data", args.seed)
+        full = windows[windows["history_clean"].map(len) == 10]  # the longest prompts the study trains on
+        titles = dict(zip(items["item"].astype(int), items["title"]))
+        examples = ft_examples.make_examples(full, titles, args.steps * args.batch_size, args.seed)
+        print(json.dumps(measure(args, args.one, examples)))
+        return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        windows, items = lenskit_windows(Path(tmp) / "data", args.seed)
-    full = windows[windows["history_clean"].map(len) == 10]  # the longest prompts the study trains on
-    titles = dict(zip(items["item"].astype(int), items["title"]))
-    examples = ft_examples.make_examples(full, titles, args.steps * args.batch_size, args.seed)
-    # each mode in its own process would give each its own peak RSS; in turn here, peaks are cumulative
-    tables = [measure(args, mode, examples) for mode in args.autocast]
+    tables = [json.loads(subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", mode], check=True,
+                                        capture_output=True, text=True).stdout.splitlines()[-1])
+              for mode in args.autocast]
     width = max(len(k) for k, _ in tables[0])
     cols = [max(len(v) for _, v in t) for t in tables]
     for i, (k, _) in enumerate(tables[0]):
