@@ -146,6 +146,28 @@ def test_same_seed_same_result(data):
     assert saved["test"] == a["test"] and set(saved["test"]) == {"hr@5", "ndcg@5", "hr@10", "ndcg@10"}
 
 
+def test_copied_runs_equal_a_training_on_the_same_windows(data):
+    # clean in every noise setting and noisy at rate 0 train on the same windows: the
+    # workflow trains once and copies; a second training must give the same runs
+    windows = pd.read_parquet(data / "windows.parquet")
+    windows.assign(history_noise=windows["history_noise"]).to_parquet(data / "same.parquet")  # another file, same windows
+    args = (data / "items.parquet",)
+    src = backbone.run_seeds(data / "windows.parquet", *args, [data / "s0.json", data / "s1.json"], "gru4rec", FAST, [0, 1],
+                             meta={"noise": "uniform-0.0", "condition": "clean"})
+    again = backbone.run_seeds(data / "same.parquet", *args, [data / "t0.json", data / "t1.json"], "gru4rec", FAST, [0, 1])
+    copies = backbone.copy_seeds([data / "s0.json", data / "s1.json"], data / "windows.parquet", data / "same.parquet",
+                                 [data / "c0.json", data / "c1.json"], {"noise": "uniform-0.2", "condition": "clean"})
+    for s, t, c, k in zip(src, again, copies, (0, 1)):
+        assert c["test"] == t["test"] == s["test"] and c["valid"] == t["valid"] and c["noise"] == "uniform-0.2"
+        assert c["same_windows_as"].endswith(f"s{k}.json")
+        assert json.loads((data / f"c{k}.json").read_text()) == c
+        pd.testing.assert_frame_equal(pd.read_parquet(data / f"c{k}.ranks.parquet"), pd.read_parquet(data / f"t{k}.ranks.parquet"))
+    windows.assign(target=windows["target"] % N_ITEMS + 1).to_parquet(data / "other.parquet")
+    with pytest.raises(Llm4dsrError, match="other.parquet: windows differ from"):
+        backbone.copy_seeds([data / "s0.json"], data / "windows.parquet", data / "other.parquet", [data / "d0.json"], {})
+    assert not (data / "d0.json").exists()
+
+
 def test_missing_valid_windows_name_the_file(data):
     windows = pd.read_parquet(data / "windows.parquet")
     windows[windows["split"] != "valid"].to_parquet(data / "novalid.parquet")

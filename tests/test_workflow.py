@@ -55,6 +55,24 @@ def test_slurm_dry_run_places_gpu_jobs(tmp_path, gpus):
     assert all("mem_mb=" in r and "runtime=" in r for rs in res.values() for r in rs)
 
 
+def test_jobs_on_identical_windows_copy_one_training(tmp_path):
+    """clean in every noise setting and noisy at rate 0 train on the same windows: one job
+    per model trains (clean of the first setting), the others copy its runs."""
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    out = snakemake(tmp_path, "-n", "--cores", "2")
+    inputs = {}
+    for block in re.split(r"\n(?=(?:local)?rule )", out):
+        if block.startswith("rule backbone:"):
+            job = re.search(r"output: (\S+?)/seed", block).group(1).split("results/ml-latest-small/")[1]
+            inputs[job] = re.search(r"input: (.*)", block).group(1)
+    first = "uniform-0.0/backbone/sasrec/clean"
+    assert "backbone/" not in inputs[first]
+    for job in ("uniform-0.0/backbone/sasrec/noisy", "uniform-0.2/backbone/sasrec/clean"):
+        assert f"{first}/seed0.json" in inputs[job], job
+    for job in ("uniform-0.2/backbone/sasrec/noisy", "uniform-0.2/backbone/sasrec/llm4dsr"):
+        assert "backbone/" not in inputs[job], job
+
+
 def test_lint_is_clean():
     out = subprocess.run([*SNAKEMAKE, "-d", str(ROOT), "--lint"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "Congratulations" in out.stdout + out.stderr, out.stdout + out.stderr

@@ -1,5 +1,7 @@
 # Backbone stage: SASRec, GRU4Rec, Caser and FMLP-Rec trained on each condition's windows
 # (model selection on valid only, one final test evaluation; every seed in one job),
+# (a job whose windows another job already trains on, as clean in every setting and noisy
+# at rate 0, copies that job's runs: common.smk same_windows_as),
 # and the results table of each noise setting (means with intervals, paired
 # differences against `noisy` and `clean`; the denoisers' own recommenders, from rule
 # denoise, join it as models of their own; a most-popular list of each condition's train
@@ -26,8 +28,7 @@ rule clean_windows:
 
 rule backbone:
     input:
-        windows=condition_windows,
-        catalogue="results/{dataset}/data/items.parquet",
+        unpack(backbone_inputs),  # + the runs it copies where another job has the same windows
     output:
         runs=expand(
             "results/{{dataset}}/{{noise}}/backbone/{{model}}/{{condition}}/seed{seed}.json",

@@ -163,6 +163,30 @@ def condition_windows(wildcards):
     return windows_of(wildcards.dataset, wildcards.noise, wildcards.condition)
 
 
+def same_windows_as(noise, condition):
+    """The (noise, condition) whose backbone runs train on the very same windows (trained
+    once, copied by the other jobs) or None. Clean windows are the same in every noise
+    setting (the clean items restored), and at rate 0 nothing is injected, so a setting's
+    noisy windows are its clean ones; the copy checks it."""
+    same = condition == "clean" or (condition == "noisy" and names.noise_rate(noise) == 0)
+    if not same or (noise, condition) == (NOISES[0], "clean"):
+        return None
+    return NOISES[0], "clean"
+
+
+def backbone_inputs(wildcards):
+    """Rule backbone's windows and catalogue, and the runs it copies when another job
+    trains on identical windows (same_windows_as)."""
+    inputs = {"windows": condition_windows(wildcards), "catalogue": f"results/{wildcards.dataset}/data/items.parquet"}
+    same = same_windows_as(wildcards.noise, wildcards.condition)
+    if same is not None:
+        noise, condition = same
+        inputs["same_windows"] = windows_of(wildcards.dataset, noise, condition)
+        inputs["same_runs"] = expand(f"results/{wildcards.dataset}/{noise}/backbone/{wildcards.model}/{condition}/seed{{seed}}.json",
+                                     seed=config["backbone"]["seeds"])
+    return inputs
+
+
 def _runs(wildcards, models, conditions):
     """The backbone runs of a results table: each seed's JSON and its test ranks."""
     base = f"results/{wildcards.dataset}/{wildcards.noise}/backbone"

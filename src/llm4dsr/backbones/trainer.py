@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..io import Llm4dsrError, read_catalogue, read_parquet, write_json, write_parquet
+from ..io import Llm4dsrError, read_catalogue, read_json, read_parquet, write_json, write_parquet
 from ..metrics import metrics_from_ranks, target_ranks
 from . import SequentialRecommender, build
 from .objectives import OBJECTIVES
@@ -217,3 +217,33 @@ def run_seeds(windows_path: str | Path, items_path: str | Path, out_paths: list,
     interpreter and torch would otherwise start once per seed)."""
     return [run(windows_path, items_path, out, model_name, cfg, seed, max_len, threads, meta)
             for out, seed in zip(out_paths, seeds, strict=True)]
+
+
+# What a backbone sees of a windows file: same_windows() compares only these.
+_TRAINED_ON = ["window", "user", "split", "history", "target"]
+
+
+def same_windows(a: str | Path, b: str | Path) -> bool:
+    """Whether two windows files give a backbone the same windows (ids, splits, items)."""
+    x, y = (read_parquet(p, columns=_TRAINED_ON)[_TRAINED_ON] for p in (a, b))
+    return len(x) == len(y) and all(
+        x[c].map(lambda v: tuple(v) if isinstance(v, np.ndarray) else v).equals(
+            y[c].map(lambda v: tuple(v) if isinstance(v, np.ndarray) else v)) for c in _TRAINED_ON)
+
+
+def copy_seeds(source_runs: list, source_windows: str | Path, windows_path: str | Path, out_paths: list,
+               meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs of another job that trained on the very same windows, as this job's runs:
+    training is seeded and deterministic, so a second training would repeat them exactly
+    (clean in every noise setting, noisy at rate 0). Each copy names its source
+    (``same_windows_as``) and carries this job's ``meta``; different windows stop the run."""
+    if not same_windows(source_windows, windows_path):
+        raise Llm4dsrError(f"{windows_path}: windows differ from {source_windows}, whose backbone runs it was to reuse")
+    outs = []
+    for src, out in zip(source_runs, out_paths, strict=True):
+        run_ = {**read_json(src), **meta, "same_windows_as": str(src)}
+        write_parquet(read_parquet(ranks_path(src)), ranks_path(out))
+        write_json(run_, out)
+        outs.append(run_)
+    log.info("%d runs copied from %s (same windows)", len(outs), Path(source_runs[0]).parent)
+    return outs
