@@ -57,7 +57,8 @@ def measure(name: str, entry: dict, args, cfg: dict) -> dict:
     work = Path(args.workdir) / name
     window = {**cfg["window"], "min_test_users": 1}
     stats = data.run(config.dataset(entry), window, cfg["seed"], work / "data", name=name)
-    backbone = {**cfg["backbone"], **{k: config._number(v) for k, v in (kv.split("=", 1) for kv in args.set)}}
+    backbone = {**config.backbone_of(cfg["backbone"], args.model),
+                **{k: config._number(v) for k, v in (kv.split("=", 1) for kv in args.set)}}
     out = {"candidate": name, "set": args.set, "users": stats["users"], "items": stats["items"],
            "interactions": stats["interactions"], "train_windows": stats["windows"]["train"],
            "test_users": stats["eval_users_kept"]["test"]}

@@ -158,3 +158,15 @@ def test_no_config_default_is_written_outside_the_schema():
                 if key in keys:
                     found.append(f"{path.relative_to(ROOT)}:{n}: .get({key!r})")
     assert not found, "\n".join(found)
+
+
+def test_a_backbone_section_overrides_the_shared_keys_for_that_model_only():
+    cfg = {"backbone": {"models": ["sasrec", "gru4rec"], "conditions": ["clean"], "seeds": [0],
+                        "layers": 2, "gru4rec": {"layers": 1, "dropout": 0.3}}}
+    section = config.validate({**config.load(ROOT / "config.yaml"), **cfg})["backbone"]
+    gru, sas = config.backbone_of(section, "gru4rec"), config.backbone_of(section, "sasrec")
+    assert (gru["layers"], gru["dropout"], sas["layers"], sas["dropout"]) == (1, 0.3, 2, section["dropout"])
+    assert not set(names.BACKBONES) & set(gru)  # no model's own section leaks into another's
+    with pytest.raises(config.ConfigError, match="gru4rec"):
+        config.validate({**config.load(ROOT / "config.yaml"),
+                         "backbone": {**cfg["backbone"], "gru4rec": {"heads_typo": 1}}})

@@ -283,6 +283,14 @@ def defaults(section: str, protocol: str = "study") -> dict:
     return holder[section]
 
 
+def backbone_of(section: dict, model: str) -> dict:
+    """The validated ``backbone:`` section as model ``model`` trains with it: the shared
+    keys, overridden by its own ``backbone.<model>`` values (the other models' sections
+    left out)."""
+    shared = {k: v for k, v in section.items() if k not in names.BACKBONES}
+    return {**shared, **section.get(model, {})}
+
+
 def dataset(entry: dict) -> dict:
     """One ``datasets:`` entry with the schema's defaults filled (for code and tests that
     read a source outside the workflow)."""

@@ -46,7 +46,7 @@ rule backbone:
     benchmark:
         "results/benchmarks/backbone/{dataset}/{noise}/{model}/{condition}.tsv"
     params:
-        backbone=config["backbone"],
+        backbone=lambda w: configuration.backbone_of(config["backbone"], w.model),
         seeds=config["backbone"]["seeds"],
         max_len=config["window"]["max_history"],
     # One thread: these models are tiny, and two single-threaded runs side by side
