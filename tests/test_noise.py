@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from scipy.stats import chisquare
 
-from llm4dsr import config, noise
+from llm4dsr import config, noise, registry, streams, windows
+from llm4dsr.noise_models import confusable
 from llm4dsr.io import Llm4dsrError, write_parquet
 from llm4dsr.names import NOISE_MODELS, SPLITS
 
@@ -63,7 +64,7 @@ def test_exact_windows_and_split(tmp_path):
 def test_split_fractions_must_sum_to_one(tmp_path):
     log = _log({0: [(1, 1), (2, 2), (3, 1)]})
     with pytest.raises(Llm4dsrError, match=r"^config window\.split"):
-        noise.split_windows(log, {**config.defaults("window"), "max_history": 2, "split": [0.8, 0.1, 0.2]})
+        windows.split_windows(log, {**config.defaults("window"), "max_history": 2, "split": [0.8, 0.1, 0.2]})
 
 
 def test_noise_rate_mask_and_clean_test_targets(noise_synthetic, tmp_path):
@@ -112,7 +113,7 @@ def test_windows_are_shared_across_settings(noise_synthetic, tmp_path):
 def test_popularity_sampler_follows_counts():
     counts = np.arange(21, dtype=float)  # item j has count j; counts[0] is the padding id
     original = np.full(40_000, 5)
-    drawn = noise.draw_popularity(original, counts, np.random.default_rng(1))
+    drawn = registry.get("noise_model", "popularity")(original, None, counts, np.random.default_rng(1))
     assert not (drawn == original).any() and drawn.min() >= 1
     others = np.delete(np.arange(1, 21), 4)
     observed = np.array([(drawn == j).sum() for j in others])
@@ -136,16 +137,27 @@ def test_replacement_draw_follows_counts_and_avoids_the_history():
 
 def test_uniform_sampler_skips_the_original():
     original = np.random.default_rng(2).integers(1, 11, size=20_000)
-    drawn = noise.draw_uniform(original, 10, np.random.default_rng(3))
+    drawn = registry.get("noise_model", "uniform")(original, None, np.ones(11), np.random.default_rng(3))
     assert not (drawn == original).any() and set(drawn) == set(range(1, 11))
     assert chisquare(np.bincount(drawn[original == 1], minlength=11)[2:]).pvalue > 1e-3
 
 
 def test_confusable_draws_co_occurring_items(noise_synthetic, tmp_path):
     _, seq, _ = _run(noise_synthetic, "confusable-0.2", tmp_path / "out")
-    cooc = noise.cooccurrence(seq.assign(item=seq.item_clean), 100).toarray()
+    cooc = confusable.cooccurrence(seq.assign(item=seq.item_clean), 100).toarray()
     noisy = seq[seq.noise == 1]
     assert len(noisy) > 1000 and (cooc[noisy.item_clean, noisy["item"]] > 0).all()
+
+
+def test_every_noise_model_is_a_module_with_draw():
+    counts = np.r_[0.0, np.arange(1, 31)]
+    seq = pd.DataFrame({"user": np.repeat(np.arange(10), 6), "pos": np.tile(np.arange(6), 10),
+                        "item": np.random.default_rng(0).integers(1, 31, 60)})
+    for name in NOISE_MODELS:
+        drawn = registry.get("noise_model", name)(seq["item"].to_numpy(), seq, counts, np.random.default_rng(1))
+        assert len(drawn) == len(seq) and not (drawn == seq["item"].to_numpy()).any() and drawn.min() >= 1
+    with pytest.raises(Llm4dsrError, match="config noise.settings: unknown noise model 'gaussian'"):
+        registry.get("noise_model", "gaussian")
 
 
 def test_parse_setting():
@@ -157,7 +169,7 @@ def test_parse_setting():
 
 def test_rng_is_stable_across_processes():
     # a fixed value: Python's salted hash() would change it from run to run
-    assert noise.rng_for(2024, "uniform-0.1").integers(1 << 30) == 490665536
+    assert streams.rng_for(2024, "uniform-0.1").integers(1 << 30) == 490665536
 
 
 def test_missing_input_leaves_no_output(tmp_path):
@@ -177,7 +189,7 @@ def test_same_seed_byte_identical(noise_synthetic, tmp_path):
 def test_last_per_user_split_puts_each_users_last_window_in_test():
     # user 0: 4 items (windows at pos 1..3), user 1: 2 items (one window), user 2: 3 items
     log = _log({0: [(10, 1), (20, 2), (30, 3), (40, 4)], 1: [(15, 5), (16, 6)], 2: [(5, 7), (50, 8), (60, 9)]})
-    win = noise.split_windows(log, {**config.defaults("window"), "max_history": 2, "split": [0.8, 0.1, 0.1],
+    win = windows.split_windows(log, {**config.defaults("window"), "max_history": 2, "split": [0.8, 0.1, 0.1],
                                     "split_mode": "last_per_user"})
     got = {(u, p): s for u, p, s in zip(win.user, win.target_pos, win.split)}
     assert got == {(0, 1): "train", (0, 2): "valid", (0, 3): "test", (1, 1): "test", (2, 1): "valid", (2, 2): "test"}
@@ -202,7 +214,7 @@ def test_reference_windows_full_histories_and_one_window_per_short_user(tmp_path
     assert by_user[1]["history"].map(list).tolist() == [list(range(20 + t - 10, 20 + t)) for t in range(10, 14)]
     assert 2 not in by_user  # a one-item user has nothing to predict from (the reference's would be empty)
     assert by_user[3]["target_pos"].tolist() == [10]  # n = 11: one window, a full history
-    every = noise.split_windows(log, {**window, "construction": "every_position"})
+    every = windows.split_windows(log, {**window, "construction": "every_position"})
     assert len(every) == 4 + 13 + 10 and len(win) == 1 + 4 + 1
 
 
@@ -210,8 +222,8 @@ def test_test_windows_capped_apart_from_valid():
     """max_test_windows (the reference's 5,000-window test sample) caps test alone; the
     sample does not depend on the noise setting, and valid keeps max_eval_windows."""
     wins = pd.DataFrame({"split": ["train"] * 5 + ["valid"] * 30 + ["test"] * 30, "user": 0})
-    kept = noise.sample_eval(wins, None, seed=1, n_test=7)
+    kept = windows.sample_eval(wins, None, seed=1, n_test=7)
     assert kept.split.value_counts().to_dict() == {"train": 5, "valid": 30, "test": 7}
-    kept = noise.sample_eval(wins, 10, seed=1, n_test=7)
+    kept = windows.sample_eval(wins, 10, seed=1, n_test=7)
     assert kept.split.value_counts().to_dict() == {"train": 5, "valid": 10, "test": 7}
-    assert noise.sample_eval(wins, 10, seed=1, n_test=None).equals(noise.sample_eval(wins, 10, seed=1))
+    assert windows.sample_eval(wins, 10, seed=1, n_test=None).equals(windows.sample_eval(wins, 10, seed=1))

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from llm4dsr import noise, prompts
+from llm4dsr import prompts, windows
 from llm4dsr.io import Llm4dsrError, atomic_path, write_json, write_parquet
 from llm4dsr.names import EVAL_SPLITS, SPLITS
 
@@ -583,9 +583,9 @@ def stats(interactions: pd.DataFrame, items: pd.DataFrame, window_cfg: dict, see
     """Dataset statistics, including the clean windows per split (the noise stage's split)
     and the valid and test windows and distinct users the study keeps (max_eval_windows):
     users are the unit of independence of every interval the study reports."""
-    wins = noise.split_windows(interactions, window_cfg)
+    wins = windows.split_windows(interactions, window_cfg)
     per_split = wins.split.value_counts()
-    kept = noise.sample_eval(wins, window_cfg["max_eval_windows"], seed, window_cfg["max_test_windows"])
+    kept = windows.sample_eval(wins, window_cfg["max_eval_windows"], seed, window_cfg["max_test_windows"])
     lengths = interactions.groupby("user").size()
     n_users, n_items = len(lengths), len(items)
     return {

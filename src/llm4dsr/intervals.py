@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llm4dsr.noise import rng_for
+from llm4dsr.streams import rng_for
 
 
 def user_weights(users: np.ndarray, resamples: int, seed: int, tag: str) -> np.ndarray:

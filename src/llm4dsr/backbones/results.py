@@ -25,7 +25,7 @@ import pandas as pd
 
 from .. import intervals
 from ..io import Llm4dsrError, atomic_path, read_catalogue, read_json, read_parquet, write_text
-from ..noise import rng_for
+from ..streams import rng_for
 from . import reference
 from .trainer import ranks_path
 
