@@ -3,6 +3,7 @@ the schema is the only home of defaults and llm4dsr.names the only home of names
 from __future__ import annotations
 
 import ast
+import importlib
 import copy
 import re
 from pathlib import Path
@@ -102,14 +103,17 @@ def test_defaults_are_filled_and_whole_number_floats_become_integers():
 
 def test_schema_enums_are_the_registered_names():
     """The schema's name lists come from llm4dsr.names, and the code's registries agree."""
-    from llm4dsr import denoisers, detectors
+    from llm4dsr import detectors, registry
     from llm4dsr.backbones import MODELS
 
     defs = config.schema()["$defs"]
     assert defs["detector"]["enum"] == list(names.DETECTORS)
     assert defs["condition"]["enum"] == list(names.CONDITIONS)
     assert defs["backbone"]["enum"] == list(names.BACKBONES) == list(MODELS)
-    assert defs["denoiser"]["enum"] == list(names.DENOISERS) == list(denoisers.DENOISERS)
+    assert defs["denoiser"]["enum"] == list(names.DENOISERS)
+    for family in registry.FAMILIES.values():  # every registered name has its module and entry point
+        for name in family.names:
+            assert callable(getattr(importlib.import_module(f"{family.package}.{name}"), family.entry)), name
     assert set(config.schema()["properties"]["denoise"]["properties"]) == {"methods", "threads", *names.DENOISERS}
     assert defs["score_method"]["enum"] == list(names.LLM_METHODS)
     assert re.fullmatch(defs["noise_setting"]["pattern"], "confusable-0.25")
@@ -148,7 +152,7 @@ def test_no_config_default_is_written_outside_the_schema():
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
                     and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in keys
-                    and ast.unparse(node.func.value) not in ("snakemake.input", "snakemake.output", "inp")):
+                    and ast.unparse(node.func.value) not in ("snakemake.input", "snakemake.output", "inp", "registry")):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .get({node.args[0].value!r})")
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and "DEFAULTS" in t.id for t in node.targets):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: a DEFAULTS table")

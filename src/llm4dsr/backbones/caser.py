@@ -5,6 +5,8 @@ identity the backbone may use, so the sequence vector alone scores the items.
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,3 +31,8 @@ class Caser(SequentialRecommender):
         horizontal = [F.relu(conv(e).squeeze(3)).amax(dim=2) for conv in self.conv_h]
         z = F.relu(self.fc1(self.drop(torch.cat([vertical, *horizontal], dim=1))))
         return self.fc2(z)
+
+
+def build(n_items: int, max_len: int, cfg: Mapping[str, Any]) -> Caser:
+    """The model for items 1..n_items from the backbone section as it trains (config.backbone_of)."""
+    return Caser(n_items, max_len, cfg["hidden"], cfg["dropout"], cfg["caser_h"], cfg["caser_v"], cfg["init"])

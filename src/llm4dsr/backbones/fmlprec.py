@@ -20,6 +20,8 @@ so the newest item is always the last position, whose output is the sequence rep
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,3 +95,8 @@ class FMLPRec(SequentialRecommender):
         for block in self.blocks:
             x = block(x)
         return x[:, -1]
+
+
+def build(n_items: int, max_len: int, cfg: Mapping[str, Any]) -> FMLPRec:
+    """The model for items 1..n_items from the backbone section as it trains (config.backbone_of)."""
+    return FMLPRec(n_items, max_len, cfg["hidden"], cfg["layers"], cfg["dropout"])  # its own (reference) init

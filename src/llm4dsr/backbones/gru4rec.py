@@ -1,6 +1,8 @@
 """GRU4Rec (Hidasi et al. 2016, RecBole's variant): a GRU over item embeddings."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
@@ -23,3 +25,8 @@ class GRU4Rec(SequentialRecommender):
     def encode_all(self, history: torch.Tensor) -> torch.Tensor:
         states, _ = self.gru(self.drop(self.item_emb(history)))
         return self.out(states)
+
+
+def build(n_items: int, max_len: int, cfg: Mapping[str, Any]) -> GRU4Rec:
+    """The model for items 1..n_items from the backbone section as it trains (config.backbone_of)."""
+    return GRU4Rec(n_items, max_len, cfg["hidden"], cfg["layers"], cfg["dropout"], cfg["init"])

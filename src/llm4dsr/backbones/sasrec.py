@@ -1,6 +1,8 @@
 """SASRec (Kang & McAuley 2018): causal self-attention over the history."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
@@ -55,3 +57,8 @@ class SASRec(SequentialRecommender):
         for block in self.blocks:
             x = block(x, blocked) * ~pad[..., None]
         return self.out_norm(x)
+
+
+def build(n_items: int, max_len: int, cfg: Mapping[str, Any]) -> SASRec:
+    """The model for items 1..n_items from the backbone section as it trains (config.backbone_of)."""
+    return SASRec(n_items, max_len, cfg["hidden"], cfg["layers"], cfg["heads"], cfg["dropout"], cfg["init"])

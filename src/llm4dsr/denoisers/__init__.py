@@ -8,7 +8,9 @@ interface (base.Denoiser), and the workflow step that fits one (rule denoise).
 
 Each is fitted on one noise setting's windows, scores the items of units.parquet as a
 detector does, corrects every window's history (never a target) and evaluates its own
-recommender. A denoiser is registered under its name in llm4dsr.names.DENOISERS.
+recommender. A denoiser is registered by its name in llm4dsr.names.DENOISERS; its module
+denoisers/<name>.py defines ``build()`` (llm4dsr.registry) and its hyperparameters are the
+schema's ``denoise.<name>`` section.
 """
 from __future__ import annotations
 
@@ -24,19 +26,14 @@ from ..backbones.trainer import ranks_path
 from ..io import Llm4dsrError, read_catalogue, read_parquet, write_json, write_parquet
 from ..metrics import metrics_from_ranks
 from ..scores import scores_frame
+from .. import registry
 from .base import CHANGES, Denoiser, apply_edits
-from .hsd import HSD
-from .steam import STEAM
 
 log = logging.getLogger(__name__)
 
-DENOISERS: dict[str, type[Denoiser]] = {"hsd": HSD, "steam": STEAM}
-
-
 def make_denoiser(name: str) -> Denoiser:
-    if name not in DENOISERS:
-        raise Llm4dsrError(f"config denoise.methods: unknown denoiser {name!r} (known: {', '.join(DENOISERS)})")
-    return DENOISERS[name]()
+    """An unfitted denoiser ``name``: its module denoisers/<name>.py defines ``build()``."""
+    return registry.get("denoiser", name)()
 
 
 def change_counts(changes: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
@@ -99,4 +96,4 @@ def run(name: str, windows_path: str | Path, units_path: str | Path, catalogue_p
     return out
 
 
-__all__ = ["CHANGES", "DENOISERS", "Denoiser", "HSD", "STEAM", "apply_edits", "change_counts", "make_denoiser", "run"]
+__all__ = ["CHANGES", "Denoiser", "apply_edits", "change_counts", "make_denoiser", "run"]

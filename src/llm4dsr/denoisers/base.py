@@ -131,6 +131,22 @@ def check_items(seqs: Iterable[Iterable[int]], n_items: int, what: str) -> None:
 
 # training
 
+def minibatch_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, n: int, batch_size: int,
+                    order: torch.Generator, clip: float, loss_of: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """One epoch over ``n`` training examples in mini-batches of shuffled indices (``order``):
+    ``loss_of(indices)``, a gradient step with the gradient norm clipped at ``clip``.
+    Returns the mean loss per example."""
+    total, count = 0.0, 0
+    for idx in torch.randperm(n, generator=order).split(batch_size):
+        loss = loss_of(idx)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+        opt.step()
+        total, count = total + loss.item() * len(idx), count + len(idx)
+    return total / count
+
+
 def train_epochs(model: torch.nn.Module, run_epoch: Callable[[int], float], valid: Callable[[], dict[str, float]],
                  max_epochs: int, patience: int, name: str) -> dict[str, Any]:
     """Run epochs 1..max_epochs; after each, ``valid()`` metrics; keep the weights of the

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .base import Denoiser, apply_edits, check_items, fit_windows, pad, train_epochs
+from .base import Denoiser, apply_edits, check_items, fit_windows, minibatch_epoch, pad, train_epochs
 
 log = logging.getLogger(__name__)
 
@@ -168,19 +168,14 @@ class HSD(Denoiser):
             self.net.train()
             drop = float(schedule[epoch - 1]) if epoch <= cfg["curriculum_epochs"] else 0.0
             bpr_drop = cfg["bpr_drop"] - drop * cfg["bpr_drop"] / max(cfg["curriculum_drop"], 1e-12)
-            total, n = 0.0, 0
-            for idx in torch.randperm(len(target), generator=order).split(cfg["batch_size"]):
+
+            def loss_of(idx: torch.Tensor) -> torch.Tensor:
                 state["batches"] += 1
                 if state["batches"] % TAU_EVERY == 0:
                     state["tau"] = max(TAU_MIN, state["tau"] * float(np.exp(-TAU_RATE * state["batches"])))
                 neg = torch.as_tensor(rng.integers(1, n_items + 1, len(idx)))
-                loss = self._loss(hist[idx], target[idx], users[idx], neg, state["tau"], drop, bpr_drop)
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.net.parameters(), cfg["clip_grad"])
-                opt.step()
-                total, n = total + loss.item() * len(idx), n + len(idx)
-            return total / n
+                return self._loss(hist[idx], target[idx], users[idx], neg, state["tau"], drop, bpr_drop)
+            return minibatch_epoch(self.net, opt, len(target), cfg["batch_size"], order, cfg["clip_grad"], loss_of)
 
         start = time.perf_counter()
         self.stats = train_epochs(self.net, run_epoch, lambda: self.evaluate(valid, None, [10]),
@@ -253,3 +248,8 @@ class HSD(Denoiser):
         user_s, seq_s, _ = self.net.signals(x, q)
         keep = ~((user_s[..., 1] > user_s[..., 0]) & (seq_s[..., 1] > seq_s[..., 0]))
         return self.net.recommend(x, keep.float() * (x > 0))
+
+
+def build() -> HSD:
+    """An unfitted HSD (llm4dsr.registry)."""
+    return HSD()

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import Llm4dsrError
-from .base import Denoiser, apply_edits, check_items, fit_windows, pad, train_epochs
+from .base import Denoiser, apply_edits, check_items, fit_windows, minibatch_epoch, pad, train_epochs
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +131,8 @@ class STEAM(Denoiser):
         order = torch.Generator().manual_seed(seed)
 
         def run_epoch(epoch: int) -> float:
-            total, n = 0.0, 0
-            for idx in torch.randperm(len(seqs), generator=order).split(cfg["batch_size"]):
-                batch = [seqs[i] for i in idx]
-                loss = self._loss(batch)
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.net.parameters(), cfg["clip_grad"])
-                opt.step()
-                total, n = total + loss.item() * len(idx), n + len(idx)
-            return total / n
+            return minibatch_epoch(self.net, opt, len(seqs), cfg["batch_size"], order, cfg["clip_grad"],
+                                   lambda idx: self._loss([seqs[i] for i in idx]))
 
         start = time.perf_counter()
         self.stats = train_epochs(self.net, run_epoch, lambda: self.evaluate(valid, None, [10]),
@@ -292,3 +284,8 @@ class STEAM(Denoiser):
         x = pad([s[-(self.mod_len - 1):] + [self.net.mask] for s in corrected])
         at = (x == self.net.mask).long().argmax(1)
         return self.net.vocab(self.net.cloze_states(x)[torch.arange(len(x)), at])[:, :self.n_items + 1]
+
+
+def build() -> STEAM:
+    """An unfitted STEAM (llm4dsr.registry)."""
+    return STEAM()
