@@ -63,13 +63,36 @@ class Denoiser(ABC):
     def __init__(self) -> None:
         self.stats: dict[str, Any] = {}  # filled by fit: seconds, epochs, best epoch, valid metrics
 
-    @abstractmethod
+    net: torch.nn.Module
+
     def fit(self, windows: pd.DataFrame, n_items: int, cfg: Mapping[str, Any], seed: int,
             threads: int = 1) -> "Denoiser":
         """Train on split == 'train' windows, select the epoch on 'valid'; never reads 'test'.
 
         ``cfg`` is the validated ``denoise.<name>`` section of the config (its defaults, the
-        paper's values, live in the schema)."""
+        paper's values, live in the schema): ``max_epochs``, ``patience`` and the model's own."""
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        train, valid = fit_windows(windows)
+        run_epoch = self.setup(train, valid, n_items, cfg, seed)
+        start = time.perf_counter()
+        self.stats = train_epochs(self.net, run_epoch, lambda: self.evaluate(valid, None, [10]),
+                                  cfg["max_epochs"], cfg["patience"], self.name)
+        self.stats.update(fit_seconds=round(time.perf_counter() - start, 3), n_train=len(train),
+                          n_valid=len(valid), **self.fit_stats())
+        return self
+
+    @abstractmethod
+    def setup(self, train: pd.DataFrame, valid: pd.DataFrame, n_items: int, cfg: Mapping[str, Any],
+              seed: int) -> Callable[[int], float]:
+        """Build ``self.net`` and its optimiser for the train windows (user, history, target);
+        return the function that runs one epoch (epoch number from 1 -> mean train loss).
+        ``self.rng`` is the fit's numpy stream; torch is seeded."""
+
+    def fit_stats(self) -> dict[str, Any]:
+        """What the fit adds to ``stats`` beside epochs, seconds and sizes."""
+        return {}
 
     @abstractmethod
     def item_scores(self, units: pd.DataFrame) -> list[np.ndarray]:

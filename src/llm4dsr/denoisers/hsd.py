@@ -52,8 +52,7 @@ is this module's GRU (the paper plugs in GRU4Rec, SASRec, Caser, ...); ``max_epo
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -62,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .base import Denoiser, apply_edits, check_items, fit_windows, minibatch_epoch, pad, train_epochs
+from .base import Denoiser, apply_edits, check_items, minibatch_epoch, pad
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +146,8 @@ KEPT_LOGP = float(np.log(1e-3))  # the score of a kept item (a dropped one score
 class HSD(Denoiser):
     name = "hsd"
 
-    def fit(self, windows: pd.DataFrame, n_items: int, cfg: Mapping[str, Any], seed: int,
-            threads: int = 1) -> "HSD":
-        torch.set_num_threads(threads)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        train, valid = fit_windows(windows)
+    def setup(self, train: pd.DataFrame, valid: pd.DataFrame, n_items: int, cfg: Mapping[str, Any],
+              seed: int) -> Callable[[int], float]:
         check_items(train["history"], n_items, "windows.parquet")
         self.n_items = n_items
         n_users = int(max(train["user"].max(), valid["user"].max())) + 1
@@ -161,7 +156,7 @@ class HSD(Denoiser):
         hist, target = pad(list(train["history"])), torch.as_tensor(train["target"].to_numpy(dtype=np.int64, copy=True))
         users = torch.as_tensor(train["user"].to_numpy(dtype=np.int64, copy=True))
         order = torch.Generator().manual_seed(seed)
-        state = {"tau": cfg["gumbel_tau"], "batches": 0}
+        self.state = state = {"tau": cfg["gumbel_tau"], "batches": 0}
         schedule = np.linspace(cfg["curriculum_drop"], 0.0, cfg["curriculum_epochs"])
 
         def run_epoch(epoch: int) -> float:
@@ -173,16 +168,13 @@ class HSD(Denoiser):
                 state["batches"] += 1
                 if state["batches"] % TAU_EVERY == 0:
                     state["tau"] = max(TAU_MIN, state["tau"] * float(np.exp(-TAU_RATE * state["batches"])))
-                neg = torch.as_tensor(rng.integers(1, n_items + 1, len(idx)))
+                neg = torch.as_tensor(self.rng.integers(1, n_items + 1, len(idx)))
                 return self._loss(hist[idx], target[idx], users[idx], neg, state["tau"], drop, bpr_drop)
             return minibatch_epoch(self.net, opt, len(target), cfg["batch_size"], order, cfg["clip_grad"], loss_of)
+        return run_epoch
 
-        start = time.perf_counter()
-        self.stats = train_epochs(self.net, run_epoch, lambda: self.evaluate(valid, None, [10]),
-                                  cfg["max_epochs"], cfg["patience"], self.name)
-        self.stats.update(fit_seconds=round(time.perf_counter() - start, 3), n_train=len(train),
-                          n_valid=len(valid), final_tau=state["tau"])
-        return self
+    def fit_stats(self) -> dict[str, Any]:
+        return {"final_tau": self.state["tau"]}
 
     def _loss(self, hist: torch.Tensor, target: torch.Tensor, users: torch.Tensor, neg: torch.Tensor,
               tau: float, drop: float, bpr_drop: float) -> torch.Tensor:

@@ -42,8 +42,7 @@ keys, so that a CPU budget can cut them.
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -52,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import Llm4dsrError
-from .base import Denoiser, apply_edits, check_items, fit_windows, minibatch_epoch, pad, train_epochs
+from .base import Denoiser, apply_edits, check_items, minibatch_epoch, pad
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +113,9 @@ class STEAMNet(nn.Module):
 class STEAM(Denoiser):
     name = "steam"
 
-    def fit(self, windows: pd.DataFrame, n_items: int, cfg: Mapping[str, Any], seed: int,
-            threads: int = 1) -> "STEAM":
-        torch.set_num_threads(threads)
-        torch.manual_seed(seed)
-        self.rng = np.random.default_rng(seed)
+    def setup(self, train: pd.DataFrame, valid: pd.DataFrame, n_items: int, cfg: Mapping[str, Any],
+              seed: int) -> Callable[[int], float]:
         self.cfg = cfg
-        train, valid = fit_windows(windows)
         seqs = [list(map(int, h)) + [int(t)] for h, t in zip(train["history"], train["target"])]
         check_items(seqs, n_items, "windows.parquet")
         self.n_items, self.eos = n_items, n_items + 1
@@ -133,12 +128,7 @@ class STEAM(Denoiser):
         def run_epoch(epoch: int) -> float:
             return minibatch_epoch(self.net, opt, len(seqs), cfg["batch_size"], order, cfg["clip_grad"],
                                    lambda idx: self._loss([seqs[i] for i in idx]))
-
-        start = time.perf_counter()
-        self.stats = train_epochs(self.net, run_epoch, lambda: self.evaluate(valid, None, [10]),
-                                  cfg["max_epochs"], cfg["patience"], self.name)
-        self.stats.update(fit_seconds=round(time.perf_counter() - start, 3), n_train=len(train), n_valid=len(valid))
-        return self
+        return run_epoch
 
     # self-supervised corruption
 
