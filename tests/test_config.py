@@ -3,9 +3,11 @@ the schema is the only home of defaults and llm4dsr.names the only home of names
 from __future__ import annotations
 
 import ast
-import importlib
 import copy
+import importlib
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,25 @@ def test_a_backbone_section_overrides_the_shared_keys_for_that_model_only():
     with pytest.raises(config.ConfigError, match="gru4rec"):
         config.validate({**config.load(ROOT / "config.yaml"),
                          "backbone": {**cfg["backbone"], "gru4rec": {"heads_typo": 1}}})
+
+
+def test_the_package_runs_from_an_installed_wheel(tmp_path):
+    """The schema is package data: llm4dsr validates a config from a wheel, outside a checkout."""
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(ROOT / "pyproject.toml", src)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "whl")], check=True, capture_output=True, timeout=300)
+    with zipfile.ZipFile(next((tmp_path / "whl").glob("llm4dsr-*.whl"))) as wheel:
+        wheel.extractall(tmp_path / "site")
+    (tmp_path / "c.yaml").write_text((ROOT / "config.yaml").read_text())
+    code = "from llm4dsr import config; print(config.SCHEMA_PATH); print(config.load('c.yaml')['backbone']['hidden'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    schema, hidden = out.stdout.split()
+    assert schema == str(tmp_path / "site" / "llm4dsr" / "config.schema.yaml") and hidden == "64"

@@ -1,6 +1,6 @@
 """The study's configuration: validated against the schema, the only home of defaults.
 
-``workflow/schemas/config.schema.yaml`` documents every key and holds every default.
+``src/llm4dsr/config.schema.yaml`` (package data) documents every key and holds every default.
 Its enums of names (noise models, detectors, conditions, backbones, score methods) are
 filled from :mod:`llm4dsr.names` when it is loaded, so a name is registered once.
 
@@ -25,7 +25,7 @@ import yaml
 from llm4dsr import names
 from llm4dsr.io import Llm4dsrError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().with_name("config.schema.yaml")  # package data: works from a wheel too
 
 # $defs of the schema whose allowed values come from llm4dsr.names
 _NAMED = {
@@ -45,7 +45,7 @@ class ConfigError(Llm4dsrError):
 @functools.cache
 def _schema() -> dict:
     if not SCHEMA_PATH.exists():
-        raise Llm4dsrError(f"{SCHEMA_PATH}: schema not found (llm4dsr must run from its repository)")
+        raise Llm4dsrError(f"{SCHEMA_PATH}: schema not found (a broken install: reinstall llm4dsr)")
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     for key, named in _NAMED.items():
         schema["$defs"][key] = {**schema["$defs"].get(key, {}), **named}
