@@ -20,6 +20,7 @@ import yaml
 from llm4dsr import config, correct, data, io, llm, names
 from llm4dsr.config import ConfigError
 from llm4dsr.io import Llm4dsrError
+from llm4dsr.sources import local as local_source
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = {**config.defaults("window"), "max_history": 10, "split": [0.8, 0.1, 0.1], "max_eval_windows": None,
@@ -131,7 +132,7 @@ def test_a_local_csv_that_is_a_folder(tmp_path):
         config.validate(cfg)
     one_line(err, "datasets.mine.interactions", "is a folder, not a CSV file")
     with pytest.raises(Llm4dsrError) as err:  # and the reader, for code that skips the config
-        data.read_local(tmp_path, tmp_path / "items.csv")
+        local_source.read_csvs(tmp_path, tmp_path / "items.csv")
     one_line(err, str(tmp_path), "is a folder, not a file")
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from llm4dsr import config, data
+from llm4dsr import config, data, sources
+from llm4dsr.sources import movielens
 from llm4dsr.io import Llm4dsrError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def data_local_cfg(tmp_path: Path) -> dict:
 
 # --------------------------------------------------------------------------- parsers
 def test_ml_latest_small_from_wheel():
-    inter, items = data.load_raw(config.dataset({"source": "ml-latest-small"}))
+    inter, items = sources.load_raw(config.dataset({"source": "ml-latest-small"}))
     assert len(inter) == 100_004
     assert inter.user.nunique() == 671
     assert inter["item"].nunique() == 9_066
@@ -60,7 +61,7 @@ def test_ml_latest_small_from_wheel():
 def test_movielens_csv_format(tmp_path):
     ratings = _write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,2,3.0,1260759179\n")
     movies = _write(tmp_path / "movies.csv", 'movieId,title,genres\n31,"Dangerous Minds, The (1995)",Drama\n2,Jumanji (1995),Fantasy\n')
-    inter, items = data.read_movielens_csv(ratings, movies)
+    inter, items = movielens.read_csv_release(ratings, movies)
     assert inter.to_dict("list") == {"user": ["1", "1"], "item": ["31", "2"],
                                      "timestamp": [1260759144, 1260759179], "rating": [2.5, 3.0]}
     assert items.title.tolist() == ["Dangerous Minds, The (1995)", "Jumanji (1995)"]
@@ -71,7 +72,7 @@ def test_recbole_format(tmp_path):
                                          "196\t242\t3\t881250949\n186\t302\t3\t891717742.0\n")
     item = _write(tmp_path / "x.item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
                                        '242\tKolya\t1996\tComedy\n302\t"L.A." Confidential\t\tCrime\n267\tunkonwn\tunkonwn\tunknown\n')
-    raw, items = data.read_recbole(inter, item)
+    raw, items = movielens.read_recbole(inter, item)
     assert raw.timestamp.tolist() == [881250949, 891717742]
     assert _title_list(items) == ["Kolya (1996)", '"L.A." Confidential', None]
 
@@ -81,7 +82,7 @@ def test_ml1m_zip_format(tmp_path):
         z.writestr("ml-1m/ratings.dat", "1::1193::5::978300760\n2::661::3::978302109\n".encode("latin-1"))
         z.writestr("ml-1m/movies.dat", "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
                                        "661::Cité des enfants perdus, La (1995)::Adventure|Sci-Fi\n".encode("latin-1"))
-    inter, items = data.load_raw(config.dataset({"source": "ml-1m"}), tmp_path)
+    inter, items = sources.load_raw(config.dataset({"source": "ml-1m"}), tmp_path)
     assert inter[["user", "item", "timestamp"]].values.tolist() == [["1", "1193", 978300760], ["2", "661", 978302109]]
     assert items.title.tolist() == ["One Flew Over the Cuckoo's Nest (1975)", "Cité des enfants perdus, La (1995)"]
 
@@ -97,7 +98,7 @@ def test_amazon2014_format(tmp_path):
         "{'asin': 'B01', 'title': \"Bob's Toy &amp; Co\", 'price': 3.5, 'categories': [['Toys & Games']]}",
         "{'asin': 'B02', 'salesRank': {'Toys & Games': 11}}",
     ])
-    inter, items = data.load_raw(config.dataset({"source": "amazon2014", "category": cat}), tmp_path)
+    inter, items = sources.load_raw(config.dataset({"source": "amazon2014", "category": cat}), tmp_path)
     assert inter[["user", "item", "timestamp", "rating"]].values.tolist() == [
         ["A1", "B01", 1370304000, 5.0], ["A2", "B02", 1370390400, 4.0]]
     assert _title_list(items) == ["Bob's Toy & Co", None]
@@ -116,7 +117,7 @@ def test_amazon2018_format(tmp_path):
         json.dumps({"asin": "B3", "title": "  "}),
     ])
     dataset = config.dataset({"source": "amazon2018", "category": cat})
-    inter, items = data.load_raw(dataset, tmp_path)
+    inter, items = sources.load_raw(dataset, tmp_path)
     assert inter[["user", "item", "timestamp"]].values.tolist() == [["A1", "0700026657", 1445040000]]
     assert _title_list(items) == ["Anno 2070 & more", "a later duplicate", None, None]
     # the 2018 metadata repeats some asins: the first title is kept, and the conflict counted
@@ -238,34 +239,34 @@ def test_empty_titles(data_local_cfg, tmp_path):
     assert not (tmp_path / "out").exists()
     # some empty titles: those items are dropped
     _write(Path(data_local_cfg["items"]), "item,title\na,A\nb,\nc,C\n")
-    _, items = data.load_raw(data_local_cfg)
+    _, items = sources.load_raw(data_local_cfg)
     assert _title_list(items) == ["A", None, "C"]
 
 
 def test_bad_timestamp_and_bad_record(data_local_cfg, tmp_path):
     _write(Path(data_local_cfg["interactions"]), "user,item,timestamp\nu1,a,yesterday\n")
     with pytest.raises(Llm4dsrError) as exc:
-        data.load_raw(data_local_cfg)
+        sources.load_raw(data_local_cfg)
     _one_line_error(exc, "interactions.csv", "'yesterday'")
     _gz_lines(tmp_path / "reviews_X_5.json.gz", ['{"reviewerID": "A", "asin": "B", "unixReviewTime": 1}', "{oops"])
     with pytest.raises(Llm4dsrError) as exc:
-        data.load_raw(config.dataset({"source": "amazon2014", "category": "X"}), tmp_path)
+        sources.load_raw(config.dataset({"source": "amazon2014", "category": "X"}), tmp_path)
     _one_line_error(exc, "reviews_X_5.json.gz", "line 2")
 
 
 def test_amazon_needs_category():
     with pytest.raises(Llm4dsrError) as exc:
-        data.raw_files(config.dataset({"source": "amazon2018"}), "toys")
+        sources.raw_files(config.dataset({"source": "amazon2018"}), "toys")
     _one_line_error(exc, "config datasets.toys.category")
 
 
 def test_download_checks_md5_and_records_sha256(tmp_path):
     src = _write(tmp_path / "src.zip", "payload")
-    sha = data.download(src.as_uri(), tmp_path / "dl" / "f.zip", md5="321c3cf486ed509164edec1e1981fec8")
+    sha = sources.download(src.as_uri(), tmp_path / "dl" / "f.zip", md5="321c3cf486ed509164edec1e1981fec8")
     assert (tmp_path / "dl" / "f.zip").read_text() == "payload"
     assert (tmp_path / "dl" / "f.zip.sha256").read_text() == f"{sha}  f.zip\n"
     with pytest.raises(Llm4dsrError) as exc:
-        data.download(src.as_uri(), tmp_path / "dl" / "g.zip", md5="0" * 32)
+        sources.download(src.as_uri(), tmp_path / "dl" / "g.zip", md5="0" * 32)
     _one_line_error(exc, "g.zip", "md5")
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["f.zip", "f.zip.sha256"]
 
@@ -284,7 +285,7 @@ def test_synthetic_amazon_files_go_through_the_real_reader(tmp_path, source):
     from llm4dsr import synthetic
 
     entry = config.dataset({"source": source, "category": "Toys_and_Games", "synthetic": {"n_users": 30, "n_items": 25}})
-    names = data.raw_files(entry, "toys")  # the downloads' file names
+    names = sources.raw_files(entry, "toys")  # the downloads' file names
     for name in names:
         synthetic.write_raw(entry, name, tmp_path / "a" / name, seed=3)
         synthetic.write_raw(entry, name, tmp_path / "b" / name, seed=3)
@@ -292,7 +293,7 @@ def test_synthetic_amazon_files_go_through_the_real_reader(tmp_path, source):
     meta = next(n for n in names if n.startswith("meta_"))
     first = gzip.open(tmp_path / "a" / meta, "rt").readline()
     assert first.startswith("{'asin': '" if source == "amazon2014" else '{"asin": "')  # dict literal / JSON
-    inter, items = data.load_raw(entry, tmp_path / "a", "toys")
+    inter, items = sources.load_raw(entry, tmp_path / "a", "toys")
     assert items["title"].isna().sum() == 1 and any("&" in t and "&amp;" not in t for t in items["title"].dropna())
     out, cat, trace = data.preprocess(inter, items, entry, seed=0)
     assert out.groupby("user").size().min() >= 5 and out.groupby("item").size().min() >= 5

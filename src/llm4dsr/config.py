@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from llm4dsr import names
+from llm4dsr import names, sources
 from llm4dsr.io import Llm4dsrError
 
 SCHEMA_PATH = Path(__file__).resolve().with_name("config.schema.yaml")  # package data: works from a wheel too
@@ -35,6 +35,7 @@ _NAMED = {
     "condition": {"enum": list(names.CONDITIONS)},
     "backbone": {"enum": list(names.BACKBONES)},
     "denoiser": {"enum": list(names.DENOISERS)},
+    "source": {"enum": list(names.SOURCES)},
 }
 
 
@@ -178,17 +179,13 @@ def validate(cfg: dict, source: str = "config.yaml") -> dict:
     return cfg
 
 
-# keys a data source cannot do without
-SOURCE_KEYS = {"amazon2014": ("category",), "amazon2018": ("category",), "local": ("interactions", "items")}
-
-
 def _derive(cfg: dict, source: str) -> None:
     """Rules that span several keys, and the defaults that follow from other keys."""
     from llm4dsr.llm import CHUNKED_MODELS, OFFLINE_MODELS, check_base_model
 
     for name, entry in cfg["datasets"].items():
         key = f"{source}: datasets.{name}"
-        for field in SOURCE_KEYS.get(entry["source"], ()):
+        for field in sources.required(entry["source"]):
             if not entry[field]:
                 raise ConfigError(f"{key}.{field}: required for source {entry['source']}")
             if entry["source"] != "local":

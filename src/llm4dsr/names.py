@@ -24,6 +24,11 @@ EVAL_SPLITS = ("valid", "test")  # histories only: their targets are labels, nev
 # window's target ("none": a user's first item). Train units and detectors see only these.
 TRAIN_PERIOD = ("train", "none")
 
+# --------------------------------------------------------------------------- data sources
+# source name -> its module in llm4dsr/sources/ (a module reads a family of releases)
+SOURCES = {"ml-latest-small": "movielens", "ml-100k": "movielens", "ml-1m": "movielens",
+           "amazon2014": "amazon", "amazon2018": "amazon", "local": "local"}
+
 # --------------------------------------------------------------------------- noise
 NOISE_MODELS = ("uniform", "popularity", "confusable")
 NOISE_SETTING = rf"({'|'.join(NOISE_MODELS)})-(0(\.[0-9]+)?|1(\.0+)?)"  # "<model>-<rate in [0, 1]>"

@@ -1,7 +1,8 @@
 """One way to find a member of every extension family: its name is its module.
 
 As RecBole's ``get_model`` does, ``get(family, name)`` imports ``<package>.<name>`` and
-returns the entry point every member of that family defines. The names themselves stay
+returns the entry point every member of that family defines (a data source: its
+module, which may serve several source names, llm4dsr.names.SOURCES). The names themselves stay
 listed once, in llm4dsr.names (the schema's enums and Snakemake's wildcards read them
 without importing torch); a member's own hyperparameters are its schema section
 (``backbone.<name>``, ``denoise.<name>``). Adding a member: its module, its name, its
@@ -19,7 +20,7 @@ from llm4dsr.io import Llm4dsrError
 class Family(NamedTuple):
     package: str           # where the member modules live
     names: tuple           # the registered names (llm4dsr.names)
-    entry: str             # what each member module defines
+    entry: str             # what each member module defines ("": the module is the member)
     config_key: str        # where a user names a member (for the error message)
 
 
@@ -27,6 +28,7 @@ FAMILIES = {
     "backbone": Family("llm4dsr.backbones", tuple(names.BACKBONES), "build", "backbone.models"),
     "denoiser": Family("llm4dsr.denoisers", tuple(names.DENOISERS), "build", "denoise.methods"),
     "noise_model": Family("llm4dsr.noise_models", tuple(names.NOISE_MODELS), "draw", "noise.settings"),
+    "source": Family("llm4dsr.sources", tuple(names.SOURCES), "", "datasets.<name>.source"),  # the module itself
 }
 
 
@@ -36,4 +38,5 @@ def get(family: str, name: str) -> Any:
     if name not in fam.names:
         raise Llm4dsrError(f"config {fam.config_key}: unknown {family.replace('_', ' ')} {name!r} "
                            f"(known: {', '.join(fam.names)})")
-    return getattr(importlib.import_module(f"{fam.package}.{name}"), fam.entry)
+    module = importlib.import_module(f"{fam.package}.{names.SOURCES[name] if family == 'source' else name}")
+    return getattr(module, fam.entry) if fam.entry else module

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from llm4dsr.io import Llm4dsrError, atomic_path
+from llm4dsr.sources import amazon
 
 THEMES = {
     "LEGO": ["City Fire Station", "Star Wars X-Wing", "Creator Treehouse", "Technic Crane", "Friends Cafe",
@@ -126,13 +127,11 @@ def _review_time(t: int) -> str:
 
 
 def raw_file_names(source: str, category: str) -> dict[str, str]:
-    """{file name: kind} of a source's raw files (kind: reviews or meta), as llm4dsr.data
-    names the downloads."""
-    if source == "amazon2014":
-        return {f"reviews_{category}_5.json.gz": "reviews", f"meta_{category}.json.gz": "meta"}
-    if source == "amazon2018":
-        return {f"{category}_5.json.gz": "reviews", f"meta_{category}.json.gz": "meta"}
-    raise Llm4dsrError(f"synthetic: source {source} has no synthetic files (amazon2014 or amazon2018 only)")
+    """{file name: kind} of a source's raw files (kind: reviews or meta), as its downloads
+    are named (llm4dsr.sources.amazon)."""
+    if source not in ("amazon2014", "amazon2018"):
+        raise Llm4dsrError(f"synthetic: source {source} has no synthetic files (amazon2014 or amazon2018 only)")
+    return amazon.file_kinds(source, category)
 
 
 def write_raw(dataset_cfg: dict, file_name: str, out: str | Path, seed: int) -> Path:

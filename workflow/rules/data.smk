@@ -1,7 +1,7 @@
 # Data stage: raw files (downloaded into resources/ when the source needs it, or, for a
 # rehearsal's `synthetic` dataset, written in the source's real format without any
 # network) -> preprocessed log, item titles and dataset statistics.
-from llm4dsr.data import KNOWN_MD5, raw_files, raw_inputs
+from llm4dsr.sources import known_md5, raw_files, raw_inputs
 
 
 rule download:
@@ -12,7 +12,7 @@ rule download:
         "logs/download/{dataset}/{file}.log",
     params:
         url=lambda w: raw_files(config["datasets"][w.dataset], w.dataset)[w.file],
-        md5=lambda w: KNOWN_MD5.get(w.file),
+        md5=lambda w: known_md5(config["datasets"][w.dataset], w.file),
     wildcard_constraints:
         dataset=names.pattern([d for d in DATASETS if d not in SYNTHETIC]) or NO_MATCH,
         file=r"[^/]+\.(json\.gz|zip)",
