@@ -466,7 +466,7 @@ def sweep_points(sweep: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
     """model, threshold, mean, low, high of the llm4dsr-p{T} conditions of a sweep table's
     backbones (its mostpop rows are the reference, drawn as a band)."""
     part = sweep[sweep["condition"].str.fullmatch(names.SWEEP_CONDITION) & (sweep["model"] != "mostpop")].copy()
-    part["threshold"] = part["condition"].str.slice(len("llm4dsr-p")).astype(float)
+    part["threshold"] = part["condition"].str.extract(names.SWEEP_CONDITION, expand=False).astype(float)
     return part.rename(columns={f"{metric}_mean": "mean", f"{metric}_ci_low": "low", f"{metric}_ci_high": "high"})[
         ["model", "threshold", "mean", "low", "high"]].sort_values(["model", "threshold"])
 

@@ -59,7 +59,8 @@ def all_outputs():
 
 # detection and correction (detect.smk, correct.smk) ------------------------------------
 LLM_MAIN = names.llm_score(config["score"]["method"])  # the LLM score correction and the combination read
-LLM_RUN = [names.llm_score(m) for m in names.scored_methods(config["score"])]  # every LLM score rule score writes
+LLM_METHODS_RUN = names.scored_methods(config["score"])  # rule score computes these, in this order
+LLM_RUN = [names.llm_score(m) for m in LLM_METHODS_RUN]  # the score tables it writes, one per method
 
 
 def detection_detectors():

@@ -20,7 +20,7 @@ rule score:
         "results/benchmarks/score/{dataset}/{noise}.tsv"
     params:
         llm=config["llm"],
-        score=config["score"],
+        methods=LLM_METHODS_RUN,  # config score.method, then score.compare: output.scores, in order
         suggest=config["suggest"],
         max_per_sequence=config["correct"]["max_per_sequence"],
         prompt_style=config["prompt"]["style"],
