@@ -20,8 +20,8 @@ from llm4dsr.units import item_table, make_units
 
 BOOT = {"resamples": 200, "level": 0.95}  # config intervals (fewer replicates: tests)
 
-DETECTORS = {"llm_trie": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "combined": 2.0,
-             "combined_collab": 1.8}
+DETECTORS = {"llm_trie": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "llm_embedding": 0.7,
+             "combined": 2.0, "combined_collab": 1.8}
 THRESHOLD = {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 90}
 HALF = 20  # items per community in denoise_synth: 2 * HALF items
 
@@ -120,6 +120,9 @@ def build(root: Path, dataset: str = "synth", noises: tuple[str, ...] = ("unifor
     pd.DataFrame({"step": steps, "loss": 2 / np.sqrt(steps) + 0.05 * rng.random(30), "tokens": 1200,
                   "seconds": steps * 9.0}).to_csv(top / "finetune" / "uniform-0.0" / "loss.tsv", sep="\t", index=False)
     pd.DataFrame({"step": [0, 15, 30], "examples_seen": [0, 120, 240], "top1": [0.1, 0.2, 0.3],
-                  "roc_auc": [0.5, 0.6, 0.7], "examples": 100}).to_csv(top / "finetune" / "uniform-0.0" / "learning_curve.tsv",
+                  "roc_auc": [0.5, 0.6, 0.7], "roc_auc_ci_low": [0.4, 0.5, 0.6], "roc_auc_ci_high": [0.6, 0.7, 0.8],
+                  "examples": 100, "valid_roc_auc_within": [0.52, 0.5, 0.48],
+                  "valid_roc_auc_within_ci_low": [0.47, 0.45, 0.43], "valid_roc_auc_within_ci_high": [0.57, 0.55, 0.53],
+                  "valid_units": 150}).to_csv(top / "finetune" / "uniform-0.0" / "learning_curve.tsv",
                                                                           sep="\t", index=False)
     return top

@@ -110,3 +110,65 @@ def test_detectors_see_only_the_train_period(data, name):
 
     clean, dirty = scores(seq), scores(poisoned(seq))
     assert len(clean) == len(units) and all(np.array_equal(a, b) for a, b in zip(clean, dirty))
+
+
+# llm_embedding: the LLM's title embeddings
+
+def _unit_embeddings(rows: list[list[float]]) -> np.ndarray:
+    e = np.asarray([[0.0] * len(rows[0]), *rows], dtype=np.float32)  # row 0: padding
+    n = np.linalg.norm(e, axis=1, keepdims=True)
+    return e / np.where(n > 0, n, 1)
+
+
+def test_llm_embedding_scores_the_item_far_from_its_history_highest():
+    # items 1-3 point one way, item 4 the other: in any unit, item 4 is the odd one out
+    emb = _unit_embeddings([[1, 0.1], [1, 0.2], [1, -0.1], [-0.2, 1], [1, 0.1]])
+    det = make_detector("llm_embedding", embeddings=emb).fit(pd.DataFrame(), 5)
+    units = pd.DataFrame({"unit": [0, 1, 2, 3], "items": [[1, 2, 4, 3], [4, 1], [1, 5], [2]]})
+    s = det.score(units)
+    assert int(np.argmax(s[0])) == 2 and s[0][2] > max(s[0][[0, 1, 3]]) + 0.5
+    expected = -np.mean([emb[4] @ emb[k] for k in (1, 2, 3)])  # minus the mean cosine to the others
+    assert s[0][2] == pytest.approx(expected, abs=1e-6)
+    assert s[1][0] == pytest.approx(s[1][1])  # two items: the same similarity each way
+    assert s[2][0] == pytest.approx(s[2][1]) == pytest.approx(-1.0, abs=1e-6)  # identical embeddings
+    assert list(s[3]) == [0.0]  # nothing to compare with
+
+
+def test_llm_embedding_needs_its_embeddings():
+    with pytest.raises(Llm4dsrError, match="llm_embedding: needs the embeddings of items 1..5"):
+        make_detector("llm_embedding").fit(pd.DataFrame(), 5)
+
+
+def test_embeddings_file_errors_name_the_file(tmp_path):
+    from llm4dsr.embed import read_embeddings
+
+    path = tmp_path / "items.parquet"
+    pd.DataFrame({"item": [1, 2], "embedding": [np.ones(4, np.float32)] * 2}).to_parquet(path)
+    assert read_embeddings(path, 2).shape == (3, 4)
+    with pytest.raises(Llm4dsrError, match=r"items.parquet: embeddings of items 1..3 expected"):
+        read_embeddings(path, 3)
+    pd.DataFrame({"item": [1, 2], "embedding": [np.ones(4), np.ones(3)]}).to_parquet(path)
+    with pytest.raises(Llm4dsrError, match="items.parquet: embeddings of different lengths"):
+        read_embeddings(path, 2)
+    path.write_text("not parquet")
+    with pytest.raises(Llm4dsrError, match="items.parquet: not a readable Parquet file"):
+        read_embeddings(path, 2)
+
+
+def test_embed_stage_embeds_every_title_with_the_gguf_model(tiny, tmp_path):
+    from llm4dsr import embed
+    from llm4dsr.embed import read_embeddings
+
+    titles = ["Toy Story (1995)", "Heat (1995)", "Toy Story 2 (1999)", "Casino (1995)"]
+    pd.DataFrame({"item": [1, 2, 3, 4], "title": titles, "count": 1}).to_parquet(tmp_path / "items.parquet")
+    llm_cfg = {"base_model": str(tiny.gguf_path), "gguf_file": None}
+    stats = embed.run(tmp_path / "items.parquet", llm_cfg, tmp_path / "emb.parquet", threads=1)
+    emb = read_embeddings(tmp_path / "emb.parquet", 4)
+    assert stats["items"] == 4 and emb.shape == (5, stats["dim"]) and np.allclose(np.linalg.norm(emb[1:], axis=1), 1)
+    # the same text embeds to the same vector; different titles to different ones
+    again = embed.TitleEmbedder(tiny.gguf_path, None, 1)([titles[2], titles[0]])
+    assert np.allclose(again[1] / np.linalg.norm(again[1]), emb[1], atol=1e-5)
+    assert not np.allclose(emb[1], emb[2])
+    with pytest.raises(Llm4dsrError, match="not a GGUF"):
+        embed.run(tmp_path / "items.parquet", llm_cfg, tmp_path / "x.parquet", model=tmp_path / "items.parquet")
+    assert not (tmp_path / "x.parquet").exists()

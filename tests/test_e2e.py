@@ -96,10 +96,12 @@ OUTPUTS = [
            ("prompt", "response", "noise_index", "items", "original", "candidates")),
     Output(f"{R}/finetune/{{train_noise}}/", rf"finetune/{N}/loss\.tsv", "tsv", ("step", "loss", "tokens", "seconds")),
     Output(f"{R}/finetune/{{train_noise}}/", rf"finetune/{N}/learning_curve\.tsv", "tsv",
-           ("step", "examples_seen", "top1", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "examples")),
+           ("step", "examples_seen", "top1", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "examples",
+            "valid_roc_auc_within", "valid_roc_auc_within_ci_low", "valid_roc_auc_within_ci_high", "valid_units")),
     Output(f"{R}/finetune/{{train_noise}}/", rf"finetune/{N}/adapter/.*", "file", ("adapter/",)),
     Output(f"{R}/finetune/{{train_noise}}/", rf"finetune/{N}/checkpoints/.*", "file", ("checkpoints/",)),
     Output(f"{R}/export/{{train_noise}}/", rf"export/{N}/adapter\.gguf", "file", ("adapter.gguf",)),
+    Output(f"{R}/embed/{{train_noise}}/items.parquet", rf"embed/{N}/items\.parquet", "parquet", ("item", "embedding")),
     Output(f"{R}/export/{{train_noise}}/", rf"export/{N}/parity\.json", "json",
            ("model", "lora", "quant", "min_corr_required", "ok", "prompts")),
     Output(f"{R}/{{noise}}/backbone/{{model}}/{{condition}}/seed{{seed}}.json", rf"{N}/backbone/\w+/[\w.-]+/seed\d+\.json",
@@ -191,9 +193,10 @@ def test_every_output_has_its_documented_columns(run):
             data = json.loads(path.read_text())
             paired = data.pop("paired")
             assert set(data) == {"llm_trie", "llm_first_token", "llm_full_title", "popularity", "cooccurrence",
-                                 "combined", "combined_collab", "hsd", "steam"}, rel
+                                 "llm_embedding", "combined", "combined_collab", "hsd", "steam"}, rel
             assert {"llm_trie - popularity", "llm_trie - steam", "llm_trie - llm_full_title",
-                    "combined - combined_collab"} <= set(paired)
+                    "llm_embedding - llm_trie", "llm_embedding - cooccurrence", "combined - combined_collab"} <= set(paired)
+            assert "llm_trie - llm_embedding" not in paired
             for pair in paired.values():  # "A - B" -> split -> metric -> diff, ci
                 assert set(pair) == {"train", "valid", "test"} and all(
                     set(m) == {"roc_auc", "pr_auc", "top1", "roc_auc_within"} and all(set(v) == {"diff", "ci"} for v in m.values())

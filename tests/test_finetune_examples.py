@@ -74,3 +74,51 @@ def test_examples_come_from_non_heldout_train_windows(files, replace_with):
                                                           prompts.display_title(TITLES[ex["original"]]))
         used.update(w for w, _ in found)
     assert len(used) > 100  # drawn across the pool, not from a handful of windows
+
+
+# the learning curve on injected noise: valid units only
+
+def _units(tmp_path):
+    rows = []
+    for u in range(40):
+        for split in ("valid", "test"):
+            items = [1 + (u + k) % 20 for k in range(5)]
+            noise = [0, 0, 1, 0, 0] if u % 4 else [0] * 5  # a quarter of the units hold no noise
+            rows.append({"unit": len(rows), "user": u, "split": split, "window": u, "positions": list(range(5)),
+                         "items": items if split == "valid" else [21] * 5, "noise": noise})
+    path = tmp_path / "units.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def test_curve_units_are_valid_units_with_noise_and_clean_items(tmp_path):
+    titles = {i: f"Film {i}" for i in range(1, 22)}  # item 21 only in test units
+    examples, parts = finetune.valid_units(_units(tmp_path), titles, 12, seed=1, prompt_style="study")
+    assert len(examples) == 12 and all("Film 21" not in ex["prompt"] for ex in examples)  # never a test unit
+    assert all(0 < m.sum() < len(m) for m in parts["noise"])
+    assert all(parts["users"] % 4 != 0)
+    again, _ = finetune.valid_units(_units(tmp_path), titles, 12, seed=1, prompt_style="study")
+    assert [e["prompt"] for e in again] == [e["prompt"] for e in examples]  # seeded
+
+
+def test_curve_within_auc_known_answers(tmp_path, monkeypatch):
+    from llm4dsr.finetune import objectives
+
+    titles = {i: f"Film {i}" for i in range(1, 22)}
+    examples, parts = finetune.valid_units(_units(tmp_path), titles, 30, seed=1, prompt_style="study")
+    packed = [{"branches": [0] * (max(b) + 1)} for b in parts["branch_of"]]
+    cfg = {"resamples": 200, "level": 0.95}
+
+    def fake(order):  # the noise item's title ranked first (+1) or last (-1)
+        def logliks(model, packed_, pad, batch_size=8):
+            return [np.where(np.bincount(b, weights=m, minlength=max(b) + 1) > 0, order, 0.0)
+                    for b, m in zip(parts["branch_of"], parts["noise"])]
+        return logliks
+
+    monkeypatch.setattr(objectives, "candidate_logliks", fake(1.0))
+    best = objectives.units_within_auc(None, packed, parts["branch_of"], parts["noise"], parts["users"], 0, cfg)
+    assert best["valid_roc_auc_within"] == 1.0 and best["valid_roc_auc_within_ci_low"] == 1.0
+    assert best["valid_units"] == 30
+    monkeypatch.setattr(objectives, "candidate_logliks", fake(-1.0))
+    worst = objectives.units_within_auc(None, packed, parts["branch_of"], parts["noise"], parts["users"], 0, cfg)
+    assert worst["valid_roc_auc_within"] == 0.0 and worst["valid_roc_auc_within_ci_high"] == 0.0

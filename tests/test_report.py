@@ -155,7 +155,7 @@ def test_detection_numbers_follow_the_files(full):
     import pandas as pd
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from llm4dsr.names import LABELS
+    from llm4dsr.names import LABELS, LLM_DETECTORS
 
     nb, _, out = full
     top = out.parent / "results" / "synth"
@@ -201,7 +201,7 @@ def test_detection_numbers_follow_the_files(full):
                 f"{LABELS[d]} {got[d][metric]:.3f} {ci(report[d]['test'][f'{metric}_ci'])}" for d in ranked) + "."
             for pair, by_split in report["paired"].items():
                 a, b = pair.split(" - ")
-                if a != llm and (a, b) != ("combined", "combined_collab"):
+                if a != llm and a not in LLM_DETECTORS and (a, b) != ("combined", "combined_collab"):
                     continue
                 diff, interval = got[a][metric] - got[b][metric], by_split["test"][metric]["ci"]
                 verdict = (f"{LABELS[a]} is {'higher' if diff > 0 else 'lower'}" if interval[0] > 0 or interval[1] < 0
@@ -250,3 +250,20 @@ def same_text(expected: str, shown: str, tol: float = 1.01e-4) -> bool:
     a, b = re.findall(number, expected), re.findall(number, shown)
     return (re.sub(number, "#", expected) == re.sub(number, "#", shown) and len(a) == len(b)
             and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b)))
+
+
+def test_learning_curve_shows_the_injected_noise_figure_beside_the_self_supervised_one():
+    import pandas as pd
+
+    curve = pd.DataFrame({"step": [0, 20, 40], "examples_seen": [0, 160, 320], "top1": [0.1, 0.2, 0.3],
+                          "roc_auc": [0.6, 0.55, 0.52], "roc_auc_ci_low": [0.5, 0.45, 0.42],
+                          "roc_auc_ci_high": [0.7, 0.65, 0.62], "examples": 60,
+                          "valid_roc_auc_within": [0.51, 0.49, 0.5], "valid_roc_auc_within_ci_low": [0.46, 0.44, 0.45],
+                          "valid_roc_auc_within_ci_high": [0.56, 0.54, 0.55], "valid_units": 150})
+    text = figures.curve_summary(curve)
+    assert "150 valid units" in text and "0.510 [0.460, 0.560]" in text and "0.500 [0.450, 0.550]" in text
+    loss = pd.DataFrame({"step": [1, 2], "loss": [1.0, 0.9], "tokens": 10, "seconds": [1.0, 2.0]})
+    ax = figures.fig_loss(loss, curve).axes[1]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert any("injected noise" in label for label in labels) and any("self-supervised ROC" in label for label in labels)
+    assert len(ax.collections) == 2  # an interval band for each ROC-AUC curve

@@ -1,4 +1,6 @@
-"""Non-LLM noise detectors, all behind one interface, and a co-occurrence suggester.
+"""Noise detectors other than the LLM's answer, all behind one interface, and a
+co-occurrence suggester. All but ``llm_embedding`` (the LLM's title embeddings) use
+the interaction log alone.
 
 A detector is fitted on the train period of the observed (possibly noisy) log and
 gives each item of a unit a log-score, higher = more likely noise; the score table
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 class Detector(ABC):
     name: str
+    needs: tuple[str, ...] = ()  # inputs beyond the log (llm_embedding: "embeddings")
 
     def __init__(self, seed: int = 0, threads: int = 1):
         self.seed, self.threads = seed, threads
@@ -240,6 +243,36 @@ def _corrupted_batch(seqs: list[np.ndarray], lengths: np.ndarray, length: int, b
     return x, y
 
 
+class LlmEmbedding(Detector):
+    """The LLM's knowledge without its answer: an item whose title sits far, in the LLM's
+    embedding space (llm4dsr.embed), from the rest of its history is suspicious. Its score
+    is minus its mean cosine similarity to the unit's other items (0 in a one-item unit).
+    Nothing is fitted: the embeddings are the model's."""
+
+    name = "llm_embedding"
+    needs = ("embeddings",)  # rule embed_items's table, given to detectors.run
+
+    def __init__(self, seed: int = 0, threads: int = 1, embeddings: np.ndarray | None = None):
+        super().__init__(seed, threads)
+        self.embeddings = embeddings  # [n_items + 1, dim] unit rows (embed.read_embeddings)
+
+    def fit(self, sequences: pd.DataFrame, n_items: int) -> "LlmEmbedding":
+        if self.embeddings is None or len(self.embeddings) != n_items + 1:
+            raise Llm4dsrError(f"llm_embedding: needs the embeddings of items 1..{n_items} (rule embed_items)")
+        return self
+
+    def score(self, units: pd.DataFrame) -> list[np.ndarray]:
+        out = []
+        for items in units["items"]:
+            e = self.embeddings[np.asarray(items, dtype=np.int64)].astype(np.float64)
+            if len(e) < 2:
+                out.append(np.zeros(len(e)))
+                continue
+            sim = e @ e.T
+            out.append(-(sim.sum(axis=1) - np.diag(sim)) / (len(e) - 1))
+        return out
+
+
 def _registered() -> dict[str, type[Detector]]:
     found, todo = {}, list(Detector.__subclasses__())
     while todo:
@@ -250,20 +283,30 @@ def _registered() -> dict[str, type[Detector]]:
     return found
 
 
-def make_detector(name: str, seed: int = 0, threads: int = 1) -> Detector:
-    """A fresh detector registered in llm4dsr.names.DETECTORS under ``name``."""
+def make_detector(name: str, seed: int = 0, threads: int = 1, **inputs) -> Detector:
+    """A fresh detector registered in llm4dsr.names.DETECTORS under ``name`` (``inputs``:
+    what its class ``needs``, e.g. ``embeddings``)."""
     classes = _registered()
     if name not in classes:
         raise Llm4dsrError(f"config detectors: unknown detector {name!r} (known: {', '.join(classes)})")
-    return classes[name](seed=seed, threads=threads)
+    return classes[name](seed=seed, threads=threads, **inputs)
+
+
+def needs(name: str) -> tuple[str, ...]:
+    """The extra inputs detector ``name`` reads (llm_embedding: the item embeddings)."""
+    return tuple(getattr(_registered().get(name), "needs", ()))
 
 
 def run(name: str, sequences_path, catalogue_path, units_paths: list, out_paths: list, seed: int,
-        threads: int = 1) -> None:
+        threads: int = 1, embeddings_path=None) -> None:
     """The workflow step: fit detector ``name`` on the train period of a noise setting's
     log, then score each units file into the score table beside it in ``out_paths``."""
+    from llm4dsr.embed import read_embeddings
+
     sequences = read_parquet(sequences_path, ["user", "pos", "item", "split"])
-    detector = make_detector(name, seed, threads).fit(sequences, read_catalogue(catalogue_path).n_items)
+    n_items = read_catalogue(catalogue_path).n_items
+    inputs = {"embeddings": read_embeddings(embeddings_path, n_items)} if "embeddings" in needs(name) else {}
+    detector = make_detector(name, seed, threads, **inputs).fit(sequences, n_items)
     for units_path, out in zip(units_paths, out_paths, strict=True):
         units = read_parquet(units_path, ["unit", "user", "items"])
         write_parquet(scores_frame(units, detector.score(units)), out)

@@ -330,7 +330,7 @@ def _paired_sentences(report: dict, llm: str, split: str, metric: str, name: str
     text = ""
     for pair, by_split in report.get("paired", {}).items():
         a, b = pair.split(" - ")
-        if a != llm and (a, b) != ("combined", "combined_collab"):
+        if a != llm and a not in names.LLM_DETECTORS and (a, b) != ("combined", "combined_collab"):
             continue
         d = by_split.get(split, {}).get(metric, {})
         if d.get("diff") is None:
@@ -560,12 +560,20 @@ def fig_loss(loss: pd.DataFrame | None, curve: pd.DataFrame | None = None, objec
     ax.legend()
     if panels == 2:
         ax = axes[0, 1]
-        for metric in ("roc_auc", "top1"):
-            ax.plot(curve["step"], curve[metric], marker="o", label=metric_label(metric))
+        series = [("roc_auc", f"self-supervised ROC-AUC ({int(curve['examples'].iloc[-1])} held-out examples)")]
+        if "valid_roc_auc_within" in curve and curve["valid_roc_auc_within"].notna().any():
+            series.append(("valid_roc_auc_within", f"injected noise, within-history ROC-AUC "
+                                                   f"({int(curve['valid_units'].iloc[-1])} valid units)"))
+        for metric, name in series:
+            line, = ax.plot(curve["step"], curve[metric], marker="o", label=name)
+            if f"{metric}_ci_low" in curve and curve[f"{metric}_ci_low"].notna().all():
+                ax.fill_between(curve["step"], curve[f"{metric}_ci_low"].astype(float),
+                                curve[f"{metric}_ci_high"].astype(float), color=line.get_color(), alpha=0.15)
+        ax.plot(curve["step"], curve["top1"], marker="o", ls="--", label="self-supervised top-1")
         ax.axhline(0.5, color="k", ls=":", lw=1, label="chance ROC-AUC")
         ax.set(xlabel="LoRA step (one batch)", ylabel="held-out detection quality (0-1)", ylim=(0, 1),
-               title=f"Whole-title detection on {int(curve['examples'].iloc[-1])} held-out self-supervised examples")
-        ax.legend()
+               title="Whole-title detection while fine-tuning (95% intervals)")
+        ax.legend(fontsize=8)
     fig.suptitle("LoRA fine-tuning")
     fig.tight_layout()
     return fig
@@ -579,10 +587,18 @@ def curve_summary(curve: pd.DataFrame) -> str:
         ci = [row["roc_auc_ci_low"], row["roc_auc_ci_high"]] if "roc_auc_ci_low" in row else None
         return interval_text(row["roc_auc"], ci if ci and pd.notna(ci[0]) else None)
 
-    return (f"Held-out detection on {int(last['examples'])} self-supervised examples: ROC-AUC {auc(first)} "
+    text = (f"Held-out detection on {int(last['examples'])} self-supervised examples: ROC-AUC {auc(first)} "
             f"(top-1 {first['top1']:.3f}) before training, {auc(last)} (top-1 {last['top1']:.3f}) after "
             f"{int(last['step'])} steps ({int(last['examples_seen'])} examples seen); intervals resample the "
             "examples.")
+    if "valid_roc_auc_within" in curve and pd.notna(last.get("valid_roc_auc_within")):
+        def within(row) -> str:
+            ci = [row["valid_roc_auc_within_ci_low"], row["valid_roc_auc_within_ci_high"]]
+            return interval_text(row["valid_roc_auc_within"], ci if pd.notna(ci[0]) else None)
+        text += (f" On the noise the study injects (within-history ROC-AUC on {int(last['valid_units'])} valid "
+                 f"units of the main noise setting; chance 0.5): {within(first)} before training, {within(last)} "
+                 "after; intervals resample users. This is the figure a recipe is chosen on.")
+    return text
 
 
 # where corrections land

@@ -53,11 +53,15 @@ CALIBRATION_BINS = 10
 
 def paired_comparisons(detectors: list[str]) -> list[tuple[str, str]]:
     """The differences detection.json gives with a paired interval: each LLM score minus
-    each simple detector, each published denoiser and the other LLM scores, and the
-    combination with the LLM minus the one without it (what the LLM adds)."""
+    each simple detector, each published denoiser and the other LLM scores; each detector
+    that reads the LLM another way (its title embeddings) minus each LLM score and each
+    simple detector; and the combination with the LLM minus the one without it (what the
+    LLM adds)."""
     llm = sorted((d for d in detectors if d in names.LLM_SCORES), key=names.LLM_SCORES.index)  # trie first
-    simple = [d for d in detectors if d in names.DETECTORS or d in names.DENOISERS]
+    other_llm = [d for d in detectors if d in names.LLM_DETECTORS]
+    simple = [d for d in detectors if (d in names.DETECTORS and d not in other_llm) or d in names.DENOISERS]
     pairs = [(a, b) for a in llm for b in simple] + [(a, b) for i, a in enumerate(llm) for b in llm[i + 1:]]
+    pairs += [(a, b) for a in other_llm for b in [*llm, *simple]]
     if {"combined", "combined_collab"} <= set(detectors):
         pairs.append(("combined", "combined_collab"))
     return pairs

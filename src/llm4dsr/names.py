@@ -56,8 +56,11 @@ def scored_methods(score_cfg: dict) -> list[str]:
     correction and the suggestions' order), then `score.compare`."""
     return list(dict.fromkeys([score_cfg["method"], *score_cfg["compare"]]))
 
-# Non-LLM detectors (detectors.py), name -> label.
-DETECTORS = {"popularity": "popularity", "cooccurrence": "co-occurrence", "idtransformer": "ID transformer"}
+# Detectors other than the LLM's scores (detectors.py), name -> label.
+DETECTORS = {"popularity": "popularity", "cooccurrence": "co-occurrence", "idtransformer": "ID transformer",
+             "llm_embedding": "LLM (title embedding)"}
+# Detectors that read the LLM (its title embeddings: rule embed_items): "combined_collab" leaves them out.
+LLM_DETECTORS = ("llm_embedding",)
 
 # Calibrated combinations (combine.py): "combined" adds the LLM's main score to the
 # configured detectors; "combined_collab" leaves it out, so the gap is what the LLM adds.

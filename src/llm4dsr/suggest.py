@@ -118,20 +118,9 @@ class Suggester:
         """Mean of the last hidden states, read from llama.cpp in embedding mode ([n, dim]
         for a list of texts, embedded several per pass)."""
         if not hasattr(self, "_embedder"):
-            from .llamacpp import module
-
-            llama_cpp = module()
-            Llama, LLAMA_POOLING_TYPE_MEAN = llama_cpp.Llama, llama_cpp.LLAMA_POOLING_TYPE_MEAN
+            from .embed import TitleEmbedder
 
             src = self.scorer.llm
-            per_text = max(256, self.scorer.n_ctx)  # each text's own context holds any title or answer
-            texts_per_pass = max(1, 8192 // per_text)
-            # the scorer's threads for batches too (llama.cpp's default, every core, spins on
-            # its barriers when the cores are shared: 50x slower), and every layer on the GPU
-            self._embedder = Llama(model_path=src.model_path, lora_path=src.lora_path, embedding=True,
-                                   pooling_type=LLAMA_POOLING_TYPE_MEAN, n_ctx=per_text * texts_per_pass,
-                                   n_batch=1024, n_ubatch=1024, n_seq_max=texts_per_pass, n_threads=src.n_threads,
-                                   n_threads_batch=src.n_threads_batch, n_gpu_layers=-1, verbose=False)
-        texts = [prompts.display_title(t) or "?" for t in ([text] if isinstance(text, str) else text)]
-        vecs = np.asarray(self._embedder.embed(texts), dtype=np.float32)  # an empty answer still needs a token
+            self._embedder = TitleEmbedder(src.model_path, src.lora_path, src.n_threads, self.scorer.n_ctx)
+        vecs = self._embedder([text] if isinstance(text, str) else text)
         return vecs[0] if isinstance(text, str) else vecs

@@ -70,8 +70,22 @@ def detection_detectors():
 
 
 def combined_parts(combination="combined"):
-    """The detectors whose scores are a combined scorer's features."""
-    return ([LLM_MAIN] if combination == "combined" else []) + list(config["detectors"])
+    """The detectors whose scores are a combined scorer's features (combined_collab: none
+    that reads the LLM)."""
+    if combination == "combined":
+        return [LLM_MAIN, *config["detectors"]]
+    return [d for d in config["detectors"] if d not in names.LLM_DETECTORS]
+
+
+def detector_inputs(wildcards):
+    """Rule detector_scores's inputs: the noise setting's log and units, and the item
+    embeddings for a detector that reads them (llm_embedding)."""
+    base = f"results/{wildcards.dataset}/{wildcards.noise}"
+    inputs = {"sequences": f"{base}/sequences.parquet", "catalogue": f"results/{wildcards.dataset}/data/items.parquet",
+              "units": f"{base}/units.parquet", "selfsup_units": selfsup_units(wildcards)}
+    if wildcards.detector in names.LLM_DETECTORS:
+        inputs["embeddings"] = f"results/{wildcards.dataset}/embed/{train_noise(wildcards.noise)}/items.parquet"
+    return inputs
 
 
 def selfsup_units(wildcards):
@@ -137,6 +151,14 @@ def export_outputs(dataset, trained_on):
     if exp["route"] == "adapter":
         return [f"{base}/adapter.gguf"]
     return [f"{base}/model-{q}.gguf" for q in exp["quant_types"]]
+
+
+def curve_units(wildcards):
+    """The units whose valid split the learning curve scores: those of the main noise
+    setting (report.noise) when it injects noise and finetune.curve_units asks for them."""
+    if not config["finetune"]["curve_units"] or names.noise_rate(REPORT["noise"]) == 0:
+        return {}
+    return {"valid_units": f"results/{wildcards.dataset}/{REPORT['noise']}/units.parquet"}
 
 
 def llm_files(wildcards):

@@ -50,10 +50,7 @@ rule selfsup_units:
 
 rule detector_scores:
     input:
-        sequences="results/{dataset}/{noise}/sequences.parquet",
-        catalogue="results/{dataset}/data/items.parquet",
-        units="results/{dataset}/{noise}/units.parquet",
-        selfsup_units=selfsup_units,
+        unpack(detector_inputs),  # + the item embeddings for llm_embedding (rule embed_items)
     output:
         scores="results/{dataset}/{noise}/scores/{detector}.parquet",
         selfsup="results/{dataset}/{noise}/selfsup/scores/{detector}.parquet",

@@ -23,6 +23,7 @@ rule hf_folder:
 
 rule finetune:
     input:
+        unpack(curve_units),  # the valid units of report.noise: the curve on injected noise
         unpack(base_model_files),
         windows="results/{dataset}/{train_noise}/windows.parquet",
         catalogue="results/{dataset}/data/items.parquet",

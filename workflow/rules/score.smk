@@ -2,7 +2,8 @@
 # `Noise Items: "`; its logits give each item a noise probability (config score.method
 # and score.compare, in one pass), and the most suspected items (no more than correction
 # can change) get a replacement decoded from the catalogue trie. The same model scores
-# the held-out self-supervised units.
+# the held-out self-supervised units; rule embed_items embeds every title once with it
+# (the llm_embedding detector).
 
 
 rule score:
@@ -35,6 +36,30 @@ rule score:
         "../../envs/llm4dsr.yaml"
     script:
         "../scripts/score.py"
+
+
+rule embed_items:
+    input:
+        unpack(llm_files),
+        catalogue="results/{dataset}/data/items.parquet",
+    output:
+        "results/{dataset}/embed/{train_noise}/items.parquet",
+    log:
+        "logs/embed_items/{dataset}/{train_noise}.log",
+    benchmark:
+        "results/benchmarks/embed_items/{dataset}/{train_noise}.tsv"
+    params:
+        llm=config["llm"],
+    priority: 50
+    threads: config["llm"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=config["llm"]["gpus"],
+    conda:
+        "../../envs/llm4dsr.yaml"
+    script:
+        "../scripts/embed_items.py"
 
 
 use rule score as score_selfsup with:

@@ -203,6 +203,30 @@ def candidate_logliks(peft_model, packed: list[dict], pad_id, batch_size: int = 
     return out
 
 
+def units_within_auc(peft_model, packed: list[dict], branch_of: list[np.ndarray], noise: list[np.ndarray],
+                     users: np.ndarray, pad_id, intervals_cfg: dict | None = None, seed: int = 0,
+                     batch_size: int = 8) -> dict:
+    """Within-history ROC-AUC of the full-title scores on units with injected noise (the
+    study's own detection figure, llm4dsr.metrics.unit_roc_auc): ``packed`` their prompts
+    and distinct titles (tokenize_candidates), ``branch_of[u]`` the branch of each item of
+    unit u, ``noise[u]`` its 0/1 mask, ``users[u]`` its user (the interval resamples users)."""
+    from .. import intervals
+    from ..metrics import unit_roc_auc
+
+    logliks = candidate_logliks(peft_model, packed, pad_id, batch_size)
+    items = pd.DataFrame({"unit": np.repeat(np.arange(len(packed)), [len(b) for b in branch_of]),
+                          "noise": np.concatenate(noise).astype(int),
+                          "prob": np.concatenate([ll[b] for ll, b in zip(logliks, branch_of)])})
+    auc = unit_roc_auc(items).reindex(range(len(packed))).to_numpy(dtype=float)
+    mixed = np.isfinite(auc)
+    ci = [None, None]
+    if intervals_cfg and mixed.any():
+        weights = intervals.user_weights(users[mixed], intervals_cfg["resamples"], seed, "learning-curve-valid")
+        ci = intervals.interval(intervals.weighted_mean(auc[mixed], weights), intervals_cfg["level"]) or ci
+    return {"valid_roc_auc_within": float(auc[mixed].mean()) if mixed.any() else None,
+            "valid_roc_auc_within_ci_low": ci[0], "valid_roc_auc_within_ci_high": ci[1], "valid_units": int(mixed.sum())}
+
+
 def heldout_metrics(peft_model, packed: list[dict], pad_id, batch_size: int = 8, intervals_cfg: dict | None = None,
                     seed: int = 0) -> dict:
     """Top-1 and ROC-AUC of the full-title scores on held-out self-supervised examples,
