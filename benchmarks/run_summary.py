@@ -199,10 +199,12 @@ def main() -> None:
         parts.append("## Rule times\n\nSum over jobs (seconds of wall time and of CPU time), from "
                      "`results/benchmarks/`:\n\n" + times.round(1).to_markdown() + "\n")
     for curve_path in sorted(base.glob("finetune/*/learning_curve.tsv")):  # one per denoiser ({train_noise})
-        parts.append(f"## LoRA learning curve ({curve_path.parent.name})\n\nHeld-out self-supervised examples of the "
-                     f"denoiser fine-tuned on {curve_path.parent.name}'s windows, ROC-AUC with its 95% interval "
-                     "(examples resampled):\n\n" + pd.read_csv(curve_path, sep="\t").round(3).to_markdown(index=False)
-                     + "\n")
+        parts.append(f"## LoRA learning curve ({curve_path.parent.name})\n\nThe denoiser fine-tuned on "
+                     f"{curve_path.parent.name}'s windows, at each curve point: `roc_auc` on held-out self-supervised "
+                     "examples (examples resampled) and, where measured, `valid_roc_auc_within`: the within-history "
+                     "ROC-AUC on valid units of the main noise setting, the noise the study injects (users "
+                     "resampled; chance 0.5); 95% intervals:\n\n"
+                     + pd.read_csv(curve_path, sep="\t").round(3).to_markdown(index=False) + "\n")
     noises = sorted(p.parent.name for p in base.glob("*/detection.json"))
     parts.append(detection_section(base, noises))
     parts.append(corrections_section(base, args.noise or config.load("config.yaml")["report"]["noise"]))

@@ -48,7 +48,7 @@ def test_slurm_dry_run_places_gpu_jobs(tmp_path, gpus):
     out = snakemake(tmp_path, "--profile", str(ROOT / "workflow" / "profiles" / "slurm"), "-n")
     assert "Using profile" in out and "profiles/slurm" in out
     res = job_resources(out)
-    for rule in ("finetune", "score", "score_selfsup"):
+    for rule in ("finetune", "score", "score_selfsup", "embed_items"):
         assert res[rule] and all(f"gpu={gpus}" in r and "runtime=" in r and "mem_mb=" in r for r in res[rule]), rule
     for rule in ("backbone", "correct", "correct_sweep", "report", "data"):
         assert res[rule] and not any("gpu=1" in r for r in res[rule]), rule
