@@ -21,7 +21,7 @@ from llm4dsr.units import item_table, make_units
 BOOT = {"resamples": 200, "level": 0.95}  # config intervals (fewer replicates: tests)
 
 DETECTORS = {"llm_trie": 1.0, "llm_first_token": 0.6, "popularity": 1.5, "cooccurrence": 0.8, "llm_embedding": 0.7,
-             "combined": 2.0, "combined_collab": 1.8}
+             "combined": 2.0, "combined_collab": 1.8, "combined_no_embedding": 1.9}
 THRESHOLD = {"kind": "percentile", "scale": "unit_prob", "train": 60, "test": 90}
 HALF = 20  # items per community in denoise_synth: 2 * HALF items
 

@@ -124,7 +124,7 @@ def test_llm_embedding_scores_the_item_far_from_its_history_highest():
     # items 1-3 point one way, item 4 the other: in any unit, item 4 is the odd one out
     emb = _unit_embeddings([[1, 0.1], [1, 0.2], [1, -0.1], [-0.2, 1], [1, 0.1]])
     det = make_detector("llm_embedding", embeddings=emb).fit(pd.DataFrame(), 5)
-    units = pd.DataFrame({"unit": [0, 1, 2, 3], "items": [[1, 2, 4, 3], [4, 1], [1, 5], [2]]})
+    units = pd.DataFrame({"unit": [0, 1, 2, 3, 4], "items": [[1, 2, 4, 3], [4, 1], [1, 5], [2], [4, 4, 1]]})
     s = det.score(units)
     assert int(np.argmax(s[0])) == 2 and s[0][2] > max(s[0][[0, 1, 3]]) + 0.5
     expected = -np.mean([emb[4] @ emb[k] for k in (1, 2, 3)])  # minus the mean cosine to the others
@@ -132,6 +132,7 @@ def test_llm_embedding_scores_the_item_far_from_its_history_highest():
     assert s[1][0] == pytest.approx(s[1][1])  # two items: the same similarity each way
     assert s[2][0] == pytest.approx(s[2][1]) == pytest.approx(-1.0, abs=1e-6)  # identical embeddings
     assert list(s[3]) == [0.0]  # nothing to compare with
+    assert s[4][0] == s[4][1] == pytest.approx(-(emb[4] @ emb[1]), abs=1e-6)  # a copy of itself does not count
 
 
 def test_llm_embedding_needs_its_embeddings():

@@ -193,9 +193,11 @@ def test_every_output_has_its_documented_columns(run):
             data = json.loads(path.read_text())
             paired = data.pop("paired")
             assert set(data) == {"llm_trie", "llm_first_token", "llm_full_title", "popularity", "cooccurrence",
-                                 "llm_embedding", "combined", "combined_collab", "hsd", "steam"}, rel
+                                 "llm_embedding", "combined", "combined_collab", "combined_no_embedding", "hsd",
+                                 "steam"}, rel
             assert {"llm_trie - popularity", "llm_trie - steam", "llm_trie - llm_full_title",
-                    "llm_embedding - llm_trie", "llm_embedding - cooccurrence", "combined - combined_collab"} <= set(paired)
+                    "llm_embedding - llm_trie", "llm_embedding - cooccurrence", "combined - combined_collab",
+                    "combined - combined_no_embedding"} <= set(paired)
             assert "llm_trie - llm_embedding" not in paired
             for pair in paired.values():  # "A - B" -> split -> metric -> diff, ci
                 assert set(pair) == {"train", "valid", "test"} and all(

@@ -246,8 +246,9 @@ def _corrupted_batch(seqs: list[np.ndarray], lengths: np.ndarray, length: int, b
 class LlmEmbedding(Detector):
     """The LLM's knowledge without its answer: an item whose title sits far, in the LLM's
     embedding space (llm4dsr.embed), from the rest of its history is suspicious. Its score
-    is minus its mean cosine similarity to the unit's other items (0 in a one-item unit).
-    Nothing is fitted: the embeddings are the model's."""
+    is minus its mean cosine similarity to the unit's other items, other copies of the same
+    item left out as co-occurrence leaves them (0 with nothing else to compare). Nothing is
+    fitted: the embeddings are the model's."""
 
     name = "llm_embedding"
     needs = ("embeddings",)  # rule embed_items's table, given to detectors.run
@@ -264,12 +265,11 @@ class LlmEmbedding(Detector):
     def score(self, units: pd.DataFrame) -> list[np.ndarray]:
         out = []
         for items in units["items"]:
-            e = self.embeddings[np.asarray(items, dtype=np.int64)].astype(np.float64)
-            if len(e) < 2:
-                out.append(np.zeros(len(e)))
-                continue
-            sim = e @ e.T
-            out.append(-(sim.sum(axis=1) - np.diag(sim)) / (len(e) - 1))
+            items = np.asarray(items, dtype=np.int64)
+            e = self.embeddings[items].astype(np.float64)
+            other = items[:, None] != items[None, :]  # a repeated item does not vouch for itself
+            n = other.sum(axis=1)
+            out.append(-np.where(n > 0, ((e @ e.T) * other).sum(axis=1) / np.maximum(n, 1), 0.0))
         return out
 
 

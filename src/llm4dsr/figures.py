@@ -46,7 +46,8 @@ def injected(settings: Iterable[str]) -> list[str]:
 COLORS = {"noisy": "#222222", "clean": "#2ca02c", "llm4dsr": "#d62728", "llm4dsr_no_uncertainty": "#ff9896",
           "llm_full_title": "#d62728", "llm_first_token": "#ff7f0e", "llm_trie": "#8c564b",
           "popularity": "#1f77b4", "cooccurrence": "#9467bd", "idtransformer": "#17becf", "random": "#7f7f7f",
-          "combined": "#e377c2", "combined_collab": "#bcbd22", "mostpop": "#a07800"}
+          "llm_embedding": "#e7969c", "combined": "#e377c2", "combined_collab": "#bcbd22",
+          "combined_no_embedding": "#6b6ecf", "mostpop": "#a07800"}
 _SPARE = ["#aec7e8", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#ffbb78", "#c7c7c7"]
 
 
@@ -330,7 +331,7 @@ def _paired_sentences(report: dict, llm: str, split: str, metric: str, name: str
     text = ""
     for pair, by_split in report.get("paired", {}).items():
         a, b = pair.split(" - ")
-        if a != llm and a not in names.LLM_DETECTORS and (a, b) != ("combined", "combined_collab"):
+        if a != llm and a not in names.LLM_DETECTORS and a != "combined":
             continue
         d = by_split.get(split, {}).get(metric, {})
         if d.get("diff") is None:

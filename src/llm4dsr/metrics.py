@@ -62,8 +62,9 @@ def paired_comparisons(detectors: list[str]) -> list[tuple[str, str]]:
     simple = [d for d in detectors if (d in names.DETECTORS and d not in other_llm) or d in names.DENOISERS]
     pairs = [(a, b) for a in llm for b in simple] + [(a, b) for i, a in enumerate(llm) for b in llm[i + 1:]]
     pairs += [(a, b) for a in other_llm for b in [*llm, *simple]]
-    if {"combined", "combined_collab"} <= set(detectors):
-        pairs.append(("combined", "combined_collab"))
+    for other in ("combined_collab", "combined_no_embedding"):  # what the LLM adds; what its embeddings add
+        if {"combined", other} <= set(detectors):
+            pairs.append(("combined", other))
     return pairs
 
 

@@ -63,8 +63,10 @@ DETECTORS = {"popularity": "popularity", "cooccurrence": "co-occurrence", "idtra
 LLM_DETECTORS = ("llm_embedding",)
 
 # Calibrated combinations (combine.py): "combined" adds the LLM's main score to the
-# configured detectors; "combined_collab" leaves it out, so the gap is what the LLM adds.
-COMBINATIONS = ("combined", "combined_collab")
+# configured detectors; "combined_collab" leaves out everything that reads the LLM, so the
+# gap is what the LLM adds; "combined_no_embedding" (only when an LLM detector is
+# configured) leaves out the LLM detectors alone, so the gap is what they add.
+COMBINATIONS = ("combined", "combined_collab", "combined_no_embedding")
 
 # Published denoisers (denoisers/), name -> label: each is fitted per dataset and noise
 # setting (rule denoise), scores the units as a detector does, corrects the windows
@@ -72,7 +74,8 @@ COMBINATIONS = ("combined", "combined_collab")
 DENOISERS = {"hsd": "HSD", "steam": "STEAM"}
 
 LABELS = {"llm_trie": "LLM (title trie)", "llm_full_title": "LLM (whole title)", "llm_first_token": "LLM (first token)",
-          **DETECTORS, "combined": "combined (calibrated)", "combined_collab": "combined, no LLM", **DENOISERS}
+          **DETECTORS, "combined": "combined (calibrated)", "combined_collab": "combined, no LLM",
+          "combined_no_embedding": "combined, no embedding", **DENOISERS}
 
 # --------------------------------------------------------------------------- conditions
 # What a backbone is trained and tested on. clean and noisy are the data as they are;

@@ -66,15 +66,20 @@ LLM_RUN = [names.llm_score(m) for m in LLM_METHODS_RUN]  # the score tables it w
 def detection_detectors():
     """Every detector in detection.json: the LLM scorers, the baselines, the combinations,
     the published denoisers (their scores come from rule denoise)."""
-    return [*LLM_RUN, *config["detectors"], *names.COMBINATIONS, *config["denoise"]["methods"]]
+    return [*LLM_RUN, *config["detectors"], *COMBINATIONS_RUN, *config["denoise"]["methods"]]
+
+
+# combined_no_embedding only where an LLM detector is configured (it would be combined)
+COMBINATIONS_RUN = [c for c in names.COMBINATIONS
+                    if c != "combined_no_embedding" or set(config["detectors"]) & set(names.LLM_DETECTORS)]
 
 
 def combined_parts(combination="combined"):
     """The detectors whose scores are a combined scorer's features (combined_collab: none
-    that reads the LLM)."""
-    if combination == "combined":
-        return [LLM_MAIN, *config["detectors"]]
-    return [d for d in config["detectors"] if d not in names.LLM_DETECTORS]
+    that reads the LLM; combined_no_embedding: the LLM's score, not its embeddings)."""
+    plain = [d for d in config["detectors"] if d not in names.LLM_DETECTORS]
+    return {"combined": [LLM_MAIN, *config["detectors"]], "combined_collab": plain,
+            "combined_no_embedding": [LLM_MAIN, *plain]}[combination]
 
 
 def detector_inputs(wildcards):
