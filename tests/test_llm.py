@@ -427,3 +427,16 @@ def test_gemma3_adapter_route_matches_torch(tmp_path):
     ignored = export.parity(peft_model, tok, base.gguf_path, [text], None, "Q4_K_M", threads=2)["prompts"][0]
     assert applied["corr"] > 0.99 and applied["top1_same"]
     assert ignored["corr"] < applied["corr"]  # the adapter changes the logits, in the same way in both engines
+
+
+def test_a_curve_column_first_measured_after_a_resume_is_kept(tiny_torch, examples, tmp_path):
+    """A run resumed from a checkpoint written before a curve column existed: the column is
+    written (empty on the rows measured before), not dropped because the first row lacks it."""
+    model, tok = tiny_torch()
+    held = [{k: ex[k] for k in ("prompt", "candidates", "noise_index")} for ex in examples[-4:]]
+    trainer.train(model, tok, examples[:6], tmp_path, lora=LORA, steps=4, batch_size=3, lr=5e-3, seed=0,
+                  checkpoint_every=2, progress=False, objective="candidates", heldout=held, eval_every=2,
+                  on_eval=lambda step, m: {"extra": 0.5} if step > 0 else {})
+    curve = pd.read_csv(tmp_path / "learning_curve.tsv", sep="\t")
+    assert curve["step"].tolist() == [0, 2, 4] and "extra" in curve.columns
+    assert curve["extra"].isna().tolist() == [True, False, False]

@@ -225,7 +225,9 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
                                               for h in history]
     write_text("\n".join(lines) + "\n", out_dir / "loss.tsv")
     columns = ["step", "examples_seen", "top1", "roc_auc", "roc_auc_ci_low", "roc_auc_ci_high", "examples"]
-    columns += [c for c in (curve[0] if curve else {}) if c not in columns]
+    # every row's columns: a run resumed from a checkpoint written before a column existed has it
+    # on its later rows only (empty on the earlier ones), rather than dropped
+    columns += [c for c in dict.fromkeys(c for row in curve for c in row) if c not in columns]
     write_text(pd.DataFrame(curve, columns=columns).to_csv(sep="\t", index=False), out_dir / "learning_curve.tsv")
     return {"steps": steps, "first_loss": history[0]["loss"] if history else None,
             "last_loss": history[-1]["loss"] if history else None, "curve": curve, "model": peft_model}
