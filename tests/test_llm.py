@@ -440,3 +440,18 @@ def test_a_curve_column_first_measured_after_a_resume_is_kept(tiny_torch, exampl
     curve = pd.read_csv(tmp_path / "learning_curve.tsv", sep="\t")
     assert curve["step"].tolist() == [0, 2, 4] and "extra" in curve.columns
     assert curve["extra"].isna().tolist() == [True, False, False]
+
+
+def test_a_checkpoint_without_the_curve_asked_now_is_not_resumed(tiny_torch, examples, tmp_path):
+    """The curve's points are measured while training: a checkpoint of a run that measured
+    another curve (here none) cannot supply them, so the run starts from step 0."""
+    model, tok = tiny_torch()
+    trainer.train(model, tok, examples[:6], tmp_path, lora=LORA, steps=2, batch_size=3, lr=5e-3, seed=0,
+                  checkpoint_every=2, progress=False, objective="candidates")
+    held = [{k: ex[k] for k in ("prompt", "candidates", "noise_index")} for ex in examples[-4:]]
+    model, tok = tiny_torch()
+    trainer.train(model, tok, examples[:6], tmp_path, lora=LORA, steps=2, batch_size=3, lr=5e-3, seed=0,
+                  checkpoint_every=2, progress=False, objective="candidates", heldout=held, eval_every=1,
+                  on_eval=lambda step, m: {"extra": 0.5}, curve_tag="extra")
+    curve = pd.read_csv(tmp_path / "learning_curve.tsv", sep="\t")
+    assert curve["step"].tolist() == [0, 1, 2] and curve["extra"].notna().all()

@@ -95,7 +95,8 @@ def run(windows_path, items_path, heldout_units_path, llm_cfg: dict, ft_cfg: dic
                    heldout=held[: ft_cfg["curve_examples"]], eval_every=ft_cfg["eval_every"],
                    micro_batch_size=ft_cfg["micro_batch_size"], warmup=ft_cfg["warmup"],
                    schedule=ft_cfg["schedule"], loss_span=ft_cfg["loss_span"], intervals_cfg=intervals_cfg,
-                   autocast=ft_cfg["autocast"], on_eval=on_eval)
+                   autocast=ft_cfg["autocast"], on_eval=on_eval,
+                   curve_tag=f"valid units of {valid_units_path}: {ft_cfg['curve_units']}" if on_eval else None)
     log.info("LoRA: %d steps, loss %.4f -> %.4f", result["steps"], result["first_loss"] or float("nan"),
              result["last_loss"] or float("nan"))
     return result

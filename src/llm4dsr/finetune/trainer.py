@@ -105,14 +105,15 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
           lr: float, cutoff: int | None = None, seed: int = 0, checkpoint_every: int = 20, threads: int | None = None,
           warmup: int = 5, progress: bool = True, objective: str = "generate",
           heldout: list[dict] | None = None, eval_every: int = 0, micro_batch_size: int | None = None,
-          on_eval=None, intervals_cfg: dict | None = None, schedule: str = "constant",
+          on_eval=None, curve_tag: str | None = None, intervals_cfg: dict | None = None, schedule: str = "constant",
           loss_span: str = "answer", autocast: str = "none") -> dict:
     """LoRA-train ``model`` on ``examples``; write ``out_dir/adapter`` and ``out_dir/loss.tsv``.
 
     With ``heldout`` examples and ``eval_every`` > 0, the full-title detection quality on
     them is measured before training, every ``eval_every`` steps and at the end, and
     written to ``out_dir/learning_curve.tsv`` (the curve that chooses the recipe).
-    ``on_eval(step, peft_model)`` may add columns of its own to each curve row.
+    ``on_eval(step, peft_model)`` may add columns of its own to each curve row (``curve_tag``
+    names what it measures: a checkpoint resumes only a run that measures the same curve).
     Resumes from ``out_dir/checkpoints`` when a previous run was interrupted. ``autocast``
     ``bf16`` runs the forward pass in bfloat16 (torch.autocast; weights, gradients and
     optimizer state stay fp32); ``auto``: :func:`resolve_autocast`.
@@ -149,10 +150,14 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
     if held:
         check_positions(model, _last_position(held), "the longest held-out example")
     start, history, curve = 0, [], []
+    evaluating = bool(held or on_eval) and eval_every > 0
     fingerprint = recipe_fingerprint(model, examples, lora=lora, batch_size=batch_size, lr=lr, seed=seed,
                                      objective=objective, warmup=warmup, cutoff=cutoff, schedule=schedule,
                                      loss_span=loss_span, horizon=steps if schedule == "linear" else None,
-                                     **({"autocast": autocast} if autocast != "none" else {}))
+                                     **({"autocast": autocast} if autocast != "none" else {}),
+                                     # the curve's points are measured while training: a checkpoint
+                                     # without the ones asked for now cannot supply them
+                                     **({"curve": [eval_every, len(held or []), curve_tag]} if evaluating else {}))
     last = _latest_checkpoint(ckpt_dir)
     if last is not None:
         state = torch.load(last / "state.pt", weights_only=False)
@@ -182,7 +187,6 @@ def train(model, tokenizer, examples: list[dict], out_dir: str | Path, *, lora: 
             log.info("held-out at step %d: top-1 %.3f, ROC-AUC %.3f", step, m["top1"], m["roc_auc"])
 
     peft_model.train()
-    evaluating = bool(held or on_eval) and eval_every > 0
     if evaluating and start == 0:
         measure(0)
     t0 = time.time()
