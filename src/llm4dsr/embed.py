@@ -27,7 +27,11 @@ class TitleEmbedder:
 
     def __init__(self, model_path: str | Path, lora_path: str | Path | None, threads: int, per_text: int = 256):
         from .llamacpp import module
+        from .llm import check_gguf
 
+        check_gguf(model_path)
+        if lora_path:
+            check_gguf(lora_path)
         llama_cpp = module()
         self.per_text = max(256, per_text)  # each text's own context holds any title or answer
         texts_per_pass = max(1, TEXTS_TOKENS // self.per_text)
@@ -48,17 +52,10 @@ class TitleEmbedder:
 def run(items_path, llm_cfg: dict, out_path, *, lora=None, model=None, threads: int = 1) -> dict:
     """The workflow step (rule embed_items): write ``out_path`` (item, embedding) for every
     catalogue item, in item order."""
-    from .llm import check_gguf, resolve
+    from .llm import scoring_gguf
 
     titles = read_catalogue(items_path).titles
-    if model is None:
-        base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
-        if base.gguf_path is None:
-            raise Llm4dsrError("export.route=adapter needs a GGUF base model (llm.base_model)")
-        model = base.gguf_path
-    check_gguf(model)
-    if lora:
-        check_gguf(lora)
+    model = scoring_gguf(llm_cfg, model)
     start, cpu = time.perf_counter(), time.process_time()
     embedder = TitleEmbedder(model, lora, threads)
     ids = sorted(titles)

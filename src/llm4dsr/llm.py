@@ -45,6 +45,17 @@ class BaseModel:
         return Path(self.source) / self.gguf if self.gguf else None
 
 
+def scoring_gguf(llm_cfg: dict, model: str | Path | None = None) -> str | Path:
+    """The GGUF file llama.cpp loads to score: ``model`` (the merged, quantized export) or,
+    on the adapter route, the base model's GGUF that the LoRA adapter is applied to."""
+    if model is not None:
+        return model
+    base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
+    if base.gguf_path is None:
+        raise Llm4dsrError("export.route=adapter needs a GGUF base model (llm.base_model)")
+    return base.gguf_path
+
+
 def check_gguf(path: str | Path) -> Path:
     """Fail with a one-line message unless ``path`` is an existing GGUF file."""
     path = Path(path)

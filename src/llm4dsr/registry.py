@@ -19,16 +19,24 @@ from llm4dsr.io import Llm4dsrError
 
 class Family(NamedTuple):
     package: str           # where the member modules live
-    names: tuple           # the registered names (llm4dsr.names)
+    modules: dict          # registered name (llm4dsr.names) -> its module in ``package``
     entry: str             # what each member module defines ("": the module is the member)
     config_key: str        # where a user names a member (for the error message)
 
+    @property
+    def names(self) -> tuple:
+        return tuple(self.modules)
+
+
+def _same(names_: tuple) -> dict:
+    return {n: n for n in names_}  # the name is the module
+
 
 FAMILIES = {
-    "backbone": Family("llm4dsr.backbones", tuple(names.BACKBONES), "build", "backbone.models"),
-    "denoiser": Family("llm4dsr.denoisers", tuple(names.DENOISERS), "build", "denoise.methods"),
-    "noise_model": Family("llm4dsr.noise_models", tuple(names.NOISE_MODELS), "draw", "noise.settings"),
-    "source": Family("llm4dsr.sources", tuple(names.SOURCES), "", "datasets.<name>.source"),  # the module itself
+    "backbone": Family("llm4dsr.backbones", _same(names.BACKBONES), "build", "backbone.models"),
+    "denoiser": Family("llm4dsr.denoisers", _same(tuple(names.DENOISERS)), "build", "denoise.methods"),
+    "noise_model": Family("llm4dsr.noise_models", _same(names.NOISE_MODELS), "draw", "noise.settings"),
+    "source": Family("llm4dsr.sources", dict(names.SOURCES), "", "datasets.<name>.source"),  # the module itself
 }
 
 
@@ -38,5 +46,5 @@ def get(family: str, name: str) -> Any:
     if name not in fam.names:
         raise Llm4dsrError(f"config {fam.config_key}: unknown {family.replace('_', ' ')} {name!r} "
                            f"(known: {', '.join(fam.names)})")
-    module = importlib.import_module(f"{fam.package}.{names.SOURCES[name] if family == 'source' else name}")
+    module = importlib.import_module(f"{fam.package}.{fam.modules[name]}")
     return getattr(module, fam.entry) if fam.entry else module

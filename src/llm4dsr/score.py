@@ -242,18 +242,14 @@ def run(units_path, items_path, llm_cfg: dict, *, lora=None, model=None, suggest
     path of ``out_scores``) and, if ``out_suggestions``, suggest replacements."""
     from .context import score_context
     from .io import read_catalogue, read_parquet, write_json
-    from .llm import resolve
+    from .llm import scoring_gguf
     from .suggest import Suggester
 
     if len(out_scores) != len(methods):
         raise Llm4dsrError(f"{len(out_scores)} score files for {len(methods)} scoring methods")
     units = read_parquet(units_path, ["unit", "split", "items", "positions"])
     titles = read_catalogue(items_path).titles
-    if model is None:
-        base = resolve(llm_cfg["base_model"], llm_cfg["gguf_file"])
-        if base.gguf_path is None:
-            raise Llm4dsrError("export.route=adapter needs a GGUF base model (llm.base_model)")
-        model = base.gguf_path
+    model = scoring_gguf(llm_cfg, model)
     n_ctx = score_context(model, units["items"], titles, suggest_cfg if out_suggestions else None,
                           prompt_style)
     scorer = LlamaScorer(model, lora, threads=threads, seed=seed, n_ctx=n_ctx, prompt_style=prompt_style)
